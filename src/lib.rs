@@ -1,0 +1,7 @@
+//! scim-relay: one SCIM 2.0 endpoint for an identity provider, stored in SQLite,
+//! fanned out to downstream targets through a durable outbox.
+//!
+//! Layers (see `../shared/design.md`): `scim` is pure (schema, filter, PATCH, projection);
+//! `store` owns SQLite; `http` is the axum front end; `config` turns TOML into typed settings.
+
+pub mod scim;
