@@ -1,1 +1,146 @@
-fn main() {}
+//! The `scim-relay` command line: serve, check-config and token management.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use scim_relay::config::{Config, LogFormat};
+use scim_relay::server;
+use scim_relay::store::Store;
+
+#[derive(Parser)]
+#[command(name = "scim-relay", version, about = "One SCIM 2.0 endpoint for your IdP, fanned out to many apps")]
+struct Cli {
+    /// Config file; paths inside it are relative to its folder.
+    #[arg(long, global = true, env = "SCIM_RELAY_CONFIG", default_value = "config.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the SCIM server.
+    Serve {
+        /// Listen address, overriding server.listen.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// SQLite database file, overriding storage.path.
+        #[arg(long)]
+        database: Option<PathBuf>,
+    },
+    /// Validate the config file and exit.
+    CheckConfig,
+    /// Manage the bearer tokens the identity provider uses.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (only it) on stdout; it is not shown again.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (names and dates, never the tokens).
+    List,
+    /// Revoke the active token with this name or id; it is refused from the next request on.
+    Revoke { name: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("scim-relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("scim-relay: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { listen, database } => {
+                if let Some(addr) = listen {
+                    config.server.listen = addr;
+                }
+                if let Some(db) = database {
+                    // A path given on the command line is relative to where it was typed.
+                    config.storage.path = std::path::absolute(&db).unwrap_or(db);
+                }
+                let running = server::start(&config).await.map_err(|e| e.to_string())?;
+                running
+                    .run(server::shutdown_signal())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Command::CheckConfig => {
+                config.configured_token().map_err(|e| e.to_string())?;
+                println!("{}: ok", config.file);
+                Ok(())
+            }
+            Command::Token { command } => token_command(&config, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scim-relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn token_command(config: &Config, command: TokenCommand) -> Result<(), String> {
+    let store = Store::open(&config.database_path(), 1).map_err(|e| e.to_string())?;
+    match command {
+        TokenCommand::Create { name } => {
+            let (info, token) = store.create_token(&name).await.map_err(|e| e.to_string())?;
+            eprintln!(
+                "created token {:?} (id {}); it is shown once, store it in the IdP now",
+                info.name, info.id
+            );
+            println!("{token}");
+        }
+        TokenCommand::List => {
+            let tokens = store.list_tokens().await.map_err(|e| e.to_string())?;
+            println!("{:<36}  {:<24}  {:<24}  STATUS", "ID", "NAME", "CREATED");
+            for t in tokens {
+                let status = t.revoked.map_or("active".to_string(), |r| format!("revoked {r}"));
+                println!("{:<36}  {:<24}  {:<24}  {status}", t.id, t.name, t.created);
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            let n = store.revoke_token(&name).await.map_err(|e| e.to_string())?;
+            eprintln!("revoked {n} token(s) named {name:?}");
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(config: &Config) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .or_else(|| tracing_subscriber::EnvFilter::try_new(&config.logging.level).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.logging.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}

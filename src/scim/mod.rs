@@ -3,6 +3,8 @@
 
 pub mod error;
 pub mod filter;
+pub mod projection;
+pub mod resource;
 
 pub use error::{ScimError, ScimType};
 

@@ -1,0 +1,397 @@
+//! `config.toml` → typed settings.
+//!
+//! Owns: reading the file, rejecting unknown keys and bad values with an error that names the
+//! file, line and key (never the offending line's text, which may hold a secret), resolving
+//! relative paths against the config file's folder, and reading secrets from the environment
+//! or from files. Must not open sockets or databases.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {key}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+    #[error("{file}: {key}: {message}")]
+    Value {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub scim: ScimConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    /// Folder the config file lives in; relative paths are resolved against it.
+    #[serde(skip)]
+    pub dir: PathBuf,
+    #[serde(skip)]
+    pub file: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Where the SCIM API is mounted, e.g. `/scim/v2`.
+    pub base_path: String,
+    /// The URL the IdP uses to reach `base_path` (it appears in `meta.location`). Defaults to
+    /// `http://<listen><base_path>`; set it when running behind a proxy or TLS terminator.
+    pub public_url: Option<String>,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            base_path: "/scim/v2".into(),
+            public_url: None,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+    /// Read connections beside the single writer.
+    pub readers: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: PathBuf::from("data/scim-relay.db"),
+            readers: 4,
+        }
+    }
+}
+
+/// Bearer tokens normally live hashed in the database (`scim-relay token create`). A token
+/// may also be supplied from the environment or a file, for deployments that inject secrets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScimConfig {
+    /// Largest page a list request returns (advertised as `filter.maxResults`).
+    pub max_results: usize,
+    /// Most operations accepted in one PATCH request.
+    pub max_patch_operations: usize,
+    /// Longest filter string accepted, in bytes.
+    pub max_filter_length: usize,
+}
+
+impl Default for ScimConfig {
+    fn default() -> Self {
+        ScimConfig {
+            max_results: 1000,
+            max_patch_operations: 1000,
+            max_filter_length: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// A `tracing` filter directive such as `info` or `scim_relay=debug,info`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".into(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::parse(&text, &file, dir)
+    }
+
+    /// Parses config text; `file` names it in errors and `dir` anchors relative paths.
+    pub fn parse(text: &str, file: &str, dir: PathBuf) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            let (line, column) = line_col(text, offset);
+            ConfigError::Invalid {
+                file: file.to_string(),
+                line,
+                column,
+                key: key_at(text, offset),
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        config.dir = dir;
+        config.file = file.to_string();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| ConfigError::Value {
+            file: self.file.clone(),
+            key: key.into(),
+            message: message.into(),
+        };
+        let bp = &self.server.base_path;
+        if !bp.starts_with('/') || bp.ends_with('/') && bp.len() > 1 {
+            return Err(bad(
+                "server.base_path",
+                "must start with '/' and not end with '/' (e.g. \"/scim/v2\")",
+            ));
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(bad("server.max_body_bytes", "must be at least 1024"));
+        }
+        if self.storage.readers == 0 || self.storage.readers > 64 {
+            return Err(bad("storage.readers", "must be between 1 and 64"));
+        }
+        if self.scim.max_results == 0 {
+            return Err(bad("scim.max_results", "must be at least 1"));
+        }
+        if self.scim.max_patch_operations == 0 {
+            return Err(bad("scim.max_patch_operations", "must be at least 1"));
+        }
+        if self.scim.max_filter_length < 64 {
+            return Err(bad("scim.max_filter_length", "must be at least 64"));
+        }
+        if let Some(url) = &self.server.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(bad("server.public_url", "must be an http:// or https:// URL"));
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.logging.level)
+            .map_err(|e| bad("logging.level", &e.to_string()))?;
+        Ok(())
+    }
+
+    /// Resolves a path from the config relative to the config file's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.dir.join(path)
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.resolve(&self.storage.path)
+    }
+
+    /// The externally visible URL of the SCIM base path, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.server.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}{}", self.server.listen, self.server.base_path),
+        }
+    }
+
+    /// The token configured through `auth.token_env` / `auth.token_file`, if any.
+    pub fn configured_token(&self) -> Result<Option<String>, ConfigError> {
+        read_secret(
+            self,
+            "auth.token_env",
+            self.auth.token_env.as_deref(),
+            "auth.token_file",
+            self.auth.token_file.as_deref(),
+        )
+    }
+}
+
+/// Reads a secret from an environment variable or a file named in the config. An unset
+/// variable is not an error (the secret is optional); an unreadable file is.
+pub fn read_secret(
+    config: &Config,
+    env_key: &str,
+    env: Option<&str>,
+    file_key: &str,
+    file: Option<&Path>,
+) -> Result<Option<String>, ConfigError> {
+    if let Some(var) = env {
+        match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => return Ok(Some(v.trim().to_string())),
+            Ok(_) | Err(std::env::VarError::NotPresent) => {}
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(ConfigError::Value {
+                    file: config.file.clone(),
+                    key: env_key.into(),
+                    message: format!("environment variable {var} is not valid UTF-8"),
+                })
+            }
+        }
+    }
+    if let Some(path) = file {
+        let full = config.resolve(path);
+        let text = std::fs::read_to_string(&full).map_err(|e| ConfigError::Value {
+            file: config.file.clone(),
+            key: file_key.into(),
+            message: format!("cannot read {}: {e}", full.display()),
+        })?;
+        let secret = text.trim();
+        if secret.is_empty() {
+            return Err(ConfigError::Value {
+                file: config.file.clone(),
+                key: file_key.into(),
+                message: format!("{} is empty", full.display()),
+            });
+        }
+        return Ok(Some(secret.to_string()));
+    }
+    Ok(None)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, column)
+}
+
+/// The dotted key whose value sits at `offset`: the nearest `[table]` header above it plus
+/// the key on that line. Recovered from the text because toml's error does not expose it.
+fn key_at(text: &str, offset: usize) -> String {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text
+        .get(offset..)
+        .and_then(|rest| rest.find('\n'))
+        .map_or(text.len(), |i| offset + i);
+    let line = text.get(line_start..line_end).unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .unwrap_or_default();
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    match (table, key.is_empty()) {
+        (Some(t), false) => format!("{t}.{key}"),
+        (Some(t), true) => t,
+        (None, false) => key,
+        (None, true) => "(top level)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", PathBuf::from("/etc/scim-relay"))
+    }
+
+    #[test]
+    fn defaults_apply_to_an_empty_file() {
+        let c = parse("").expect("empty config is valid");
+        assert_eq!(c.server.base_path, "/scim/v2");
+        assert_eq!(
+            c.database_path(),
+            PathBuf::from("/etc/scim-relay/data/scim-relay.db")
+        );
+        assert_eq!(c.public_url(), "http://127.0.0.1:8080/scim/v2");
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"x\"\n")
+            .expect_err("unknown key must fail")
+            .to_string();
+        assert!(err.starts_with("test.toml:3:"), "{err}");
+        assert!(err.contains("server.lisen"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_never_echoes_the_line() {
+        let err = parse("[server]\nlisten = \"not-an-address-secret123\"\n")
+            .expect_err("bad address must fail")
+            .to_string();
+        assert!(err.starts_with("test.toml:2:"), "{err}");
+        assert!(err.contains("server.listen"), "{err}");
+        assert!(!err.contains("secret123"), "{err}");
+    }
+
+    #[test]
+    fn validation_errors_name_the_key() {
+        let err = parse("[server]\nbase_path = \"scim\"\n")
+            .expect_err("relative base path must fail")
+            .to_string();
+        assert!(err.contains("server.base_path"), "{err}");
+        let err = parse("[logging]\nformat = \"xml\"\n")
+            .expect_err("unknown format must fail")
+            .to_string();
+        assert!(err.contains("logging.format"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_relative_to_the_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("token.txt"), "s3cret\n").expect("write");
+        let c = Config::parse(
+            "[auth]\ntoken_file = \"token.txt\"\n",
+            "t.toml",
+            dir.path().to_path_buf(),
+        )
+        .expect("valid");
+        assert_eq!(c.configured_token().expect("readable").as_deref(), Some("s3cret"));
+    }
+}

@@ -1,0 +1,290 @@
+//! Handlers for `/Users` and `/Groups`: one set, parameterised by resource kind.
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::body::read_json;
+use super::error::{ApiError, SCIM_CONTENT_TYPE};
+use super::AppState;
+use crate::scim::filter::{parse_filter, parse_path};
+use crate::scim::patch::parse_patch_request;
+use crate::scim::projection::Projection;
+use crate::scim::resource::Record;
+use crate::scim::schema::normalize_resource;
+use crate::scim::{ResourceKind, ScimError, LIST_RESPONSE_SCHEMA};
+use crate::store::ListQuery;
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Query parameters as pairs; SCIM parameter names are matched case-insensitively.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(raw: Option<String>) -> Result<Params, ScimError> {
+        let raw = raw.unwrap_or_default();
+        serde_urlencoded::from_str::<Vec<(String, String)>>(&raw)
+            .map(Params)
+            .map_err(|e| ScimError::invalid_value(format!("malformed query string: {e}")))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn projection(&self) -> Result<Projection, ScimError> {
+        Projection::parse(self.get("attributes"), self.get("excludedAttributes"))
+    }
+
+    fn integer(&self, name: &str) -> Result<Option<i64>, ScimError> {
+        self.get(name)
+            .map(|v| {
+                v.trim().parse::<i64>().map_err(|_| {
+                    ScimError::invalid_value(format!("{name} must be an integer, got {v:?}"))
+                })
+            })
+            .transpose()
+    }
+}
+
+fn scim_json(status: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut resp = (status, bytes).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(SCIM_CONTENT_TYPE),
+    );
+    resp
+}
+
+/// A single resource with its `ETag` (and `Location` when created).
+fn resource_response(
+    state: &AppState,
+    status: StatusCode,
+    record: &Record,
+    projection: &Projection,
+) -> Response {
+    let body = projection.apply(record.to_scim(&state.base_url));
+    let mut resp = scim_json(status, &body);
+    if let Ok(v) = HeaderValue::from_str(&record.etag()) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    if status == StatusCode::CREATED {
+        if let Some(loc) = body
+            .pointer("/meta/location")
+            .and_then(Value::as_str)
+            .and_then(|l| HeaderValue::from_str(l).ok())
+        {
+            resp.headers_mut().insert(header::LOCATION, loc);
+        }
+    }
+    resp
+}
+
+fn if_match(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    kind: ResourceKind,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let params = Params::parse(raw)?;
+    let projection = params.projection()?;
+    let limits = &state.limits;
+    let filter = match params.get("filter").map(str::trim).filter(|f| !f.is_empty()) {
+        Some(f) if f.len() > limits.max_filter_length => {
+            return Err(ScimError::invalid_filter(format!(
+                "filter is longer than {} bytes",
+                limits.max_filter_length
+            ))
+            .into())
+        }
+        Some(f) => Some(parse_filter(f).map_err(ScimError::from)?),
+        None => None,
+    };
+    // RFC 7644 §3.4.2.4: startIndex below 1 means 1; a negative count means 0.
+    let start_index = params.integer("startIndex")?.unwrap_or(1).max(1);
+    let count = params
+        .integer("count")?
+        .map_or(limits.max_results, |c| {
+            usize::try_from(c.max(0)).unwrap_or(0).min(limits.max_results)
+        });
+    let sort_by = params
+        .get("sortBy")
+        .map(|s| {
+            parse_path(s)
+                .map(|p| p.attr)
+                .map_err(|e| ScimError::invalid_value(format!("sortBy: {e}")))
+        })
+        .transpose()?;
+    let descending = match params.get("sortOrder") {
+        None => false,
+        Some(o) if o.eq_ignore_ascii_case("ascending") => false,
+        Some(o) if o.eq_ignore_ascii_case("descending") => true,
+        Some(o) => {
+            return Err(ScimError::invalid_value(format!(
+                "sortOrder must be ascending or descending, got {o:?}"
+            ))
+            .into())
+        }
+    };
+    let query = ListQuery {
+        filter,
+        start_index: usize::try_from(start_index).unwrap_or(usize::MAX),
+        count,
+        sort_by,
+        descending,
+        with_members: kind == ResourceKind::Group && projection.returns("members"),
+    };
+    let page = state.store.list(kind, query).await?;
+    let resources: Vec<Value> = page
+        .records
+        .iter()
+        .map(|r| projection.apply(r.to_scim(&state.base_url)))
+        .collect();
+    Ok(scim_json(
+        StatusCode::OK,
+        &json!({
+            "schemas": [LIST_RESPONSE_SCHEMA],
+            "totalResults": page.total,
+            "startIndex": start_index,
+            "itemsPerPage": resources.len(),
+            "Resources": resources,
+        }),
+    ))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    kind: ResourceKind,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    let projection = Params::parse(raw)?.projection()?;
+    let record = state
+        .store
+        .get(kind, &id, projection.returns("members"))
+        .await?;
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|tag| crate::scim::resource::if_match_allows(tag, record.version));
+    if not_modified {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    Ok(resource_response(
+        &state,
+        StatusCode::OK,
+        &record,
+        &projection,
+    ))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    kind: ResourceKind,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let projection = Params::parse(raw)?.projection()?;
+    let input = read_json(&headers, body, state.max_body_bytes).await?;
+    let doc = normalize_resource(kind, &input)?;
+    let record = state
+        .store
+        .create(kind, doc, projection.returns("members"))
+        .await?;
+    tracing::info!(kind = kind.name(), id = %record.id, "created");
+    Ok(resource_response(
+        &state,
+        StatusCode::CREATED,
+        &record,
+        &projection,
+    ))
+}
+
+pub async fn replace(
+    State(state): State<AppState>,
+    kind: ResourceKind,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let projection = Params::parse(raw)?.projection()?;
+    let input = read_json(&headers, body, state.max_body_bytes).await?;
+    check_body_id(&input, &id)?;
+    let doc = normalize_resource(kind, &input)?;
+    let record = state
+        .store
+        .replace(kind, &id, doc, if_match(&headers), projection.returns("members"))
+        .await?;
+    Ok(resource_response(
+        &state,
+        StatusCode::OK,
+        &record,
+        &projection,
+    ))
+}
+
+/// A PUT body may repeat the id; it may not name another resource (id is immutable).
+fn check_body_id(input: &Value, id: &str) -> Result<(), ScimError> {
+    match input.get("id").and_then(Value::as_str) {
+        Some(body_id) if body_id != id => Err(ScimError::mutability(format!(
+            "body id {body_id:?} differs from the URL's id; id cannot change"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    kind: ResourceKind,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let projection = Params::parse(raw)?.projection()?;
+    let input = read_json(&headers, body, state.max_body_bytes).await?;
+    let ops = parse_patch_request(&input)?;
+    if ops.len() > state.limits.max_patch_operations {
+        return Err(ScimError::too_many(format!(
+            "a PATCH may carry at most {} operations",
+            state.limits.max_patch_operations
+        ))
+        .into());
+    }
+    let record = state
+        .store
+        .patch(kind, &id, ops, if_match(&headers), projection.returns("members"))
+        .await?;
+    Ok(resource_response(
+        &state,
+        StatusCode::OK,
+        &record,
+        &projection,
+    ))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    kind: ResourceKind,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    state.store.delete(kind, &id, if_match(&headers)).await?;
+    tracing::info!(kind = kind.name(), id = %id, "deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

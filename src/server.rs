@@ -1,0 +1,89 @@
+//! Wiring for `scim-relay serve`: open the store, bind the listener, serve until shutdown.
+//! Tests use [`start`] to run the real server on an ephemeral port.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+use crate::config::{Config, ConfigError};
+use crate::http::{self, AppState};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A server that is listening; `run` serves until the shutdown future resolves.
+pub struct Running {
+    pub addr: SocketAddr,
+    listener: TcpListener,
+    app: axum::Router,
+}
+
+/// Opens the database and binds the listener, so start-up errors surface before serving.
+pub async fn start(config: &Config) -> Result<Running, ServeError> {
+    let store = Store::open(&config.database_path(), config.storage.readers)?;
+    let state = AppState::new(config, store.clone())?;
+    if state.configured_token.is_none() && store.tokens().active_count()? == 0 {
+        tracing::warn!(
+            "no API token exists yet: create one with `scim-relay --config {} token create --name <idp>` \
+             and give it to the identity provider as its Secret Token",
+            config.file
+        );
+    }
+    let app = http::router(state, &config.server.base_path);
+    let addr = config.server.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let addr = listener.local_addr()?;
+    Ok(Running {
+        addr,
+        listener,
+        app,
+    })
+}
+
+impl Running {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        tracing::info!(addr = %self.addr, "scim-relay listening");
+        http::serve(self.listener, self.app, shutdown).await?;
+        tracing::info!("scim-relay stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,304 @@
+//! SQLite storage: one writer thread with group commit, a pool of reader threads.
+//!
+//! Owns: the database file, its schema and migrations, and every SQL statement. A write is
+//! answered only after the transaction holding it has been committed with
+//! `synchronous=FULL`: the writer takes every queued write, runs each inside its own
+//! savepoint (so one failing write does not undo its neighbours), commits once and only then
+//! answers them all. Reads run on dedicated read-only connections beside the writer (WAL).
+//! Nothing outside this module knows SQL, so another backend can follow behind the same API.
+
+mod groups;
+mod migrations;
+mod resources;
+mod tokens;
+mod users;
+
+pub use resources::{ListQuery, Page};
+pub use tokens::{active_hashes, hash_token, TokenCache, TokenInfo};
+
+use resources::check_if_match;
+
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::scim::ScimError;
+
+/// Most writes one transaction takes; bounds a batch's latency under a flood.
+const MAX_BATCH: usize = 512;
+/// Writes that may wait for the writer before callers are made to wait.
+const WRITE_QUEUE: usize = 8192;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The request itself is wrong (not found, duplicate, precondition, bad PATCH…).
+    #[error(transparent)]
+    Scim(#[from] ScimError),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored document is not valid JSON: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("the storage threads have stopped")]
+    Stopped,
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create database folder {path}: {source}")]
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// The SCIM error a client sees. Storage trouble is 503 (retry later: the IdP does),
+    /// never a detail that leaks internals beyond the SQLite error class.
+    pub fn to_scim(&self) -> ScimError {
+        match self {
+            StoreError::Scim(e) => e.clone(),
+            StoreError::Sqlite(e) if is_unavailable(e) => {
+                ScimError::unavailable(format!("storage unavailable: {e}"))
+            }
+            StoreError::Stopped => ScimError::unavailable("storage is shutting down"),
+            other => ScimError::internal(format!("storage error: {other}")),
+        }
+    }
+}
+
+fn is_unavailable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::DiskFull
+                | ErrorCode::ReadOnly
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::CannotOpen
+        )
+    )
+}
+
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A queued write: given the connection inside the batch transaction (or `None` when the
+/// transaction could not start), it runs and returns what to do once the commit is known.
+type WriteJob = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    writes: mpsc::Sender<WriteJob>,
+    reads: crossbeam_channel::Sender<ReadJob>,
+    tokens: std::sync::Arc<TokenCache>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, runs migrations and starts the threads.
+    pub fn open(path: &Path, readers: usize) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut writer = Connection::open(path).map_err(open_err)?;
+        configure(&writer).map_err(open_err)?;
+        migrations::run(&mut writer)?;
+
+        let (wtx, wrx) = mpsc::channel::<WriteJob>(WRITE_QUEUE);
+        thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(writer, wrx))
+            .map_err(|source| StoreError::Folder {
+                path: path.to_path_buf(),
+                source,
+            })?;
+
+        let token_conn = open_reader(path).map_err(open_err)?;
+        let tokens = std::sync::Arc::new(TokenCache::new(token_conn));
+
+        let (rtx, rrx) = crossbeam_channel::unbounded::<ReadJob>();
+        for i in 0..readers.max(1) {
+            let conn = open_reader(path).map_err(open_err)?;
+            let rrx = rrx.clone();
+            thread::Builder::new()
+                .name(format!("store-reader-{i}"))
+                .spawn(move || {
+                    while let Ok(job) = rrx.recv() {
+                        job(&conn);
+                    }
+                })
+                .map_err(|source| StoreError::Folder {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        }
+        Ok(Store {
+            writes: wtx,
+            reads: rtx,
+            tokens,
+        })
+    }
+
+    /// The active API tokens, for authenticating requests.
+    pub fn tokens(&self) -> &TokenCache {
+        &self.tokens
+    }
+
+    /// Runs `f` inside the next group-commit transaction and answers once it is durable.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let result = match conn {
+                Some(conn) => in_savepoint(conn, f),
+                None => Err(StoreError::Stopped),
+            };
+            Box::new(move |committed: Result<(), StoreError>| {
+                let _ = tx.send(committed.and(result));
+            })
+        });
+        self.writes
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Runs `f` on a read connection.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.reads
+            .send(Box::new(move |conn| {
+                let _ = tx.send(f(conn));
+            }))
+            .map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Whether the database takes a write now (for readiness checks).
+    pub async fn ping_write(&self) -> Result<(), StoreError> {
+        self.write(|conn| {
+            conn.execute_batch("UPDATE store_meta SET value = value WHERE key = 'schema'")?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // WAL lets readers run beside the writer; FULL makes each commit durable on return.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT job")?;
+    let result = f(conn);
+    let end = if result.is_ok() {
+        conn.execute_batch("RELEASE job")
+    } else {
+        conn.execute_batch("ROLLBACK TO job; RELEASE job")
+    };
+    match (result, end) {
+        (Ok(v), Ok(())) => Ok(v),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(e.into()),
+    }
+}
+
+fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<WriteJob>) {
+    let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = jobs.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, &mut batch);
+    }
+    tracing::debug!("store writer stopped");
+}
+
+fn run_batch(conn: &Connection, batch: &mut Vec<WriteJob>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, "cannot begin a write transaction");
+        let err = e.to_string();
+        for job in batch.drain(..) {
+            job(None)(Err(StoreError::Scim(ScimError::unavailable(format!(
+                "storage unavailable: {err}"
+            )))));
+        }
+        return;
+    }
+    let completions: Vec<Completion> = batch.drain(..).map(|job| job(Some(conn))).collect();
+    let committed = conn.execute_batch("COMMIT");
+    match committed {
+        Ok(()) => {
+            for done in completions {
+                done(Ok(()));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "commit failed; the batch is rolled back");
+            let _ = conn.execute_batch("ROLLBACK");
+            let unavailable = is_unavailable(&e);
+            let msg = e.to_string();
+            for done in completions {
+                let err = if unavailable {
+                    ScimError::unavailable(format!("storage unavailable: {msg}"))
+                } else {
+                    ScimError::internal(format!("commit failed: {msg}"))
+                };
+                done(Err(StoreError::Scim(err)));
+            }
+        }
+    }
+}
+
+/// The current time as RFC 3339 UTC with milliseconds, the format of `meta` timestamps.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    now.format(&fmt)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}

@@ -1,0 +1,172 @@
+//! Bearer tokens for the SCIM API: created with a name, shown once, stored as a SHA-256
+//! hash (tokens are 256 random bits, so a fast hash is enough), revoked by name or id.
+
+use base64::Engine;
+use rand::RngCore;
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+use super::{now_rfc3339, Store, StoreError};
+use crate::scim::ScimError;
+
+/// Prefix of every token, so a leaked one is recognisable in a secret scanner.
+const TOKEN_PREFIX: &str = "scr_";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub revoked: Option<String>,
+}
+
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// The hashes of every token that is not revoked.
+pub fn active_hashes(conn: &Connection) -> Result<Vec<[u8; 32]>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT hash FROM tokens WHERE revoked IS NULL")?;
+    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        if let Ok(hash) = <[u8; 32]>::try_from(row?.as_slice()) {
+            out.push(hash);
+        }
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Creates a token; returns its record and the token, which is never retrievable again.
+    pub async fn create_token(&self, name: &str) -> Result<(TokenInfo, String), StoreError> {
+        let name = name.trim().to_string();
+        if name.is_empty() || name.len() > 200 {
+            return Err(ScimError::invalid_value("token name must be 1 to 200 characters").into());
+        }
+        self.write(move |conn| {
+            let taken: Option<String> = conn
+                .query_row(
+                    "SELECT id FROM tokens WHERE name = ?1 AND revoked IS NULL",
+                    [&name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if taken.is_some() {
+                return Err(ScimError::uniqueness(format!(
+                    "an active token named {name:?} exists; revoke it or pick another name"
+                ))
+                .into());
+            }
+            let token = new_token();
+            let info = TokenInfo {
+                id: uuid::Uuid::new_v4().to_string(),
+                name,
+                created: now_rfc3339(),
+                revoked: None,
+            };
+            conn.execute(
+                "INSERT INTO tokens (id, name, hash, created) VALUES (?1, ?2, ?3, ?4)",
+                params![info.id, info.name, hash_token(&token).to_vec(), info.created],
+            )?;
+            Ok((info, token))
+        })
+        .await
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, name, created, revoked FROM tokens ORDER BY created, name",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(TokenInfo {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    created: r.get(2)?,
+                    revoked: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Revokes the active token with this name or id; returns how many were revoked.
+    pub async fn revoke_token(&self, name_or_id: &str) -> Result<usize, StoreError> {
+        let key = name_or_id.to_string();
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE tokens SET revoked = ?2 WHERE (name = ?1 OR id = ?1) AND revoked IS NULL",
+                params![key, now_rfc3339()],
+            )?;
+            if n == 0 {
+                return Err(ScimError::not_found(format!("no active token named {key:?}")).into());
+            }
+            Ok(n)
+        })
+        .await
+    }
+}
+
+/// The active token hashes, re-read whenever the database changed since the last check, so a
+/// token revoked from the CLI (another process) is refused from the next request on.
+pub struct TokenCache {
+    state: std::sync::Mutex<CacheState>,
+}
+
+struct CacheState {
+    conn: Connection,
+    data_version: Option<i64>,
+    hashes: Vec<[u8; 32]>,
+}
+
+impl TokenCache {
+    pub(super) fn new(conn: Connection) -> Self {
+        TokenCache {
+            state: std::sync::Mutex::new(CacheState {
+                conn,
+                data_version: None,
+                hashes: Vec::new(),
+            }),
+        }
+    }
+
+    /// Whether the token's hash is one of the active tokens, compared in constant time
+    /// against every one of them so timing reveals neither which nor how many matched.
+    pub fn contains(&self, hash: &[u8; 32]) -> Result<bool, StoreError> {
+        use subtle::ConstantTimeEq;
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| StoreError::Stopped)?;
+        // data_version changes when any other connection commits; cheap to read.
+        let version: i64 = state
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if state.data_version != Some(version) {
+            state.hashes = active_hashes(&state.conn)?;
+            state.data_version = Some(version);
+        }
+        let mut found = subtle::Choice::from(0u8);
+        for h in &state.hashes {
+            found |= h.ct_eq(hash);
+        }
+        Ok(bool::from(found))
+    }
+
+    /// How many tokens are active (to tell a new operator how to create the first one).
+    pub fn active_count(&self) -> Result<usize, StoreError> {
+        let state = self.state.lock().map_err(|_| StoreError::Stopped)?;
+        Ok(active_hashes(&state.conn)?.len())
+    }
+}
