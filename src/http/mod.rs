@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -75,6 +75,20 @@ pub fn router(state: AppState, base_path: &str) -> Router {
                 .put(|s, p, q, h, b| resources::replace(s, ResourceKind::Group, p, q, h, b))
                 .patch(|s, p, q, h, b| resources::patch(s, ResourceKind::Group, p, q, h, b))
                 .delete(|s, p, h| resources::delete(s, ResourceKind::Group, p, h)),
+        )
+        .route(
+            "/Users/.search",
+            post(|s, h, b| resources::search(s, &[ResourceKind::User], h, b)),
+        )
+        .route(
+            "/Groups/.search",
+            post(|s, h, b| resources::search(s, &[ResourceKind::Group], h, b)),
+        )
+        .route(
+            "/.search",
+            post(|s, h, b| {
+                resources::search(s, &[ResourceKind::User, ResourceKind::Group], h, b)
+            }),
         )
         .route(
             "/ServiceProviderConfig",

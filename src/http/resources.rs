@@ -93,15 +93,102 @@ fn if_match(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A list request's parameters, from a query string (GET) or a SearchRequest body (POST
+/// `.search`, RFC 7644 §3.4.3); both take the same path from here on.
+#[derive(Default)]
+struct ListParams {
+    filter: Option<String>,
+    start_index: Option<i64>,
+    count: Option<i64>,
+    sort_by: Option<String>,
+    sort_order: Option<String>,
+    attributes: Option<String>,
+    excluded: Option<String>,
+}
+
+impl ListParams {
+    fn from_query(params: &Params) -> Result<ListParams, ScimError> {
+        Ok(ListParams {
+            filter: params.get("filter").map(str::to_string),
+            start_index: params.integer("startIndex")?,
+            count: params.integer("count")?,
+            sort_by: params.get("sortBy").map(str::to_string),
+            sort_order: params.get("sortOrder").map(str::to_string),
+            attributes: params.get("attributes").map(str::to_string),
+            excluded: params.get("excludedAttributes").map(str::to_string),
+        })
+    }
+
+    fn from_search_body(body: &Value) -> Result<ListParams, ScimError> {
+        let obj = body
+            .as_object()
+            .ok_or_else(|| ScimError::invalid_syntax("a SearchRequest must be a JSON object"))?;
+        let field = |name: &str| {
+            obj.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        };
+        let text = |name: &str| -> Result<Option<String>, ScimError> {
+            match field(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                // `attributes` may be an array of names (RFC 7644 §3.4.3).
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|i| {
+                        i.as_str().map(str::to_string).ok_or_else(|| {
+                            ScimError::invalid_value(format!("{name} must list strings"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|v| Some(v.join(","))),
+                Some(_) => Err(ScimError::invalid_value(format!("{name} must be a string"))),
+            }
+        };
+        let integer = |name: &str| -> Result<Option<i64>, ScimError> {
+            match field(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+                    ScimError::invalid_value(format!("{name} must be an integer"))
+                }),
+            }
+        };
+        Ok(ListParams {
+            filter: text("filter")?,
+            start_index: integer("startIndex")?,
+            count: integer("count")?,
+            sort_by: text("sortBy")?,
+            sort_order: text("sortOrder")?,
+            attributes: text("attributes")?,
+            excluded: text("excludedAttributes")?,
+        })
+    }
+}
+
 pub async fn list(
     State(state): State<AppState>,
     kind: ResourceKind,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
-    let params = Params::parse(raw)?;
-    let projection = params.projection()?;
+    let params = ListParams::from_query(&Params::parse(raw)?)?;
+    run_list(&state, &[kind], params).await
+}
+
+/// `POST /Users/.search`, `/Groups/.search`, or `/.search` over both (`kinds`).
+pub async fn search(
+    State(state): State<AppState>,
+    kinds: &'static [ResourceKind],
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let input = read_json(&headers, body, state.max_body_bytes).await?;
+    run_list(&state, kinds, ListParams::from_search_body(&input)?).await
+}
+
+async fn run_list(state: &AppState, kinds: &[ResourceKind], p: ListParams) -> ApiResult {
+    let projection = Projection::parse(p.attributes.as_deref(), p.excluded.as_deref())?;
     let limits = &state.limits;
-    let filter = match params.get("filter").map(str::trim).filter(|f| !f.is_empty()) {
+    let filter = match p.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
         Some(f) if f.len() > limits.max_filter_length => {
             return Err(ScimError::invalid_filter(format!(
                 "filter is longer than {} bytes",
@@ -113,21 +200,20 @@ pub async fn list(
         None => None,
     };
     // RFC 7644 §3.4.2.4: startIndex below 1 means 1; a negative count means 0.
-    let start_index = params.integer("startIndex")?.unwrap_or(1).max(1);
-    let count = params
-        .integer("count")?
-        .map_or(limits.max_results, |c| {
-            usize::try_from(c.max(0)).unwrap_or(0).min(limits.max_results)
-        });
-    let sort_by = params
-        .get("sortBy")
+    let start_index = p.start_index.unwrap_or(1).max(1);
+    let count = p.count.map_or(limits.max_results, |c| {
+        usize::try_from(c.max(0)).unwrap_or(0).min(limits.max_results)
+    });
+    let sort_by = p
+        .sort_by
+        .as_deref()
         .map(|s| {
             parse_path(s)
                 .map(|p| p.attr)
                 .map_err(|e| ScimError::invalid_value(format!("sortBy: {e}")))
         })
         .transpose()?;
-    let descending = match params.get("sortOrder") {
+    let descending = match p.sort_order.as_deref() {
         None => false,
         Some(o) if o.eq_ignore_ascii_case("ascending") => false,
         Some(o) if o.eq_ignore_ascii_case("descending") => true,
@@ -138,25 +224,41 @@ pub async fn list(
             .into())
         }
     };
-    let query = ListQuery {
-        filter,
-        start_index: usize::try_from(start_index).unwrap_or(usize::MAX),
-        count,
-        sort_by,
-        descending,
-        with_members: kind == ResourceKind::Group && projection.returns("members"),
-    };
-    let page = state.store.list(kind, query).await?;
-    let resources: Vec<Value> = page
-        .records
-        .iter()
-        .map(|r| projection.apply(r.to_scim(&state.base_url)))
-        .collect();
+    let offset = usize::try_from(start_index - 1).unwrap_or(usize::MAX);
+    let mut total = 0;
+    let mut resources: Vec<Value> = Vec::new();
+    for &kind in kinds {
+        // Across several kinds the page is cut after concatenation, so each kind is asked
+        // for everything up to the end of the page.
+        let (kind_start, kind_count) = if kinds.len() == 1 {
+            (offset + 1, count)
+        } else {
+            (1, offset.saturating_add(count))
+        };
+        let query = ListQuery {
+            filter: filter.clone(),
+            start_index: kind_start,
+            count: kind_count,
+            sort_by: sort_by.clone(),
+            descending,
+            with_members: kind == ResourceKind::Group && projection.returns("members"),
+        };
+        let page = state.store.list(kind, query).await?;
+        total += page.total;
+        resources.extend(
+            page.records
+                .iter()
+                .map(|r| projection.apply(r.to_scim(&state.base_url))),
+        );
+    }
+    if kinds.len() > 1 {
+        resources = resources.into_iter().skip(offset).take(count).collect();
+    }
     Ok(scim_json(
         StatusCode::OK,
         &json!({
             "schemas": [LIST_RESPONSE_SCHEMA],
-            "totalResults": page.total,
+            "totalResults": total,
             "startIndex": start_index,
             "itemsPerPage": resources.len(),
             "Resources": resources,

@@ -3,8 +3,10 @@
 
 pub mod error;
 pub mod filter;
+pub mod patch;
 pub mod projection;
 pub mod resource;
+pub mod schema;
 
 pub use error::{ScimError, ScimType};
 

@@ -39,9 +39,12 @@ impl TestServer {
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"db/test.db\"\n[auth]\ntoken_file = \"token\"\n{extra}"
         );
-        let mut config = scim_relay::config::Config::parse(&text, "test.toml", dir.path().to_path_buf())
-            .expect("test config is valid");
-        let running = scim_relay::server::start(&config).await.expect("server starts");
+        let mut config =
+            scim_relay::config::Config::parse(&text, "test.toml", dir.path().to_path_buf())
+                .expect("test config is valid");
+        let running = scim_relay::server::start(&config)
+            .await
+            .expect("server starts");
         let addr = running.addr;
         config.server.public_url = Some(format!("http://{addr}/scim/v2"));
         let (tx, rx) = oneshot::channel::<()>();
@@ -89,11 +92,11 @@ impl TestServer {
                 .header("content-type", "application/scim+json")
                 .body(serde_json::to_vec(&b).expect("json"));
         }
-        Self::reply(req.send().await.expect("request"))
+        Self::reply(req.send().await.expect("request")).await
     }
 
     pub async fn raw(&self, req: reqwest::RequestBuilder) -> Reply {
-        Self::reply(req.send().await.expect("request"))
+        Self::reply(req.send().await.expect("request")).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -108,9 +111,8 @@ impl TestServer {
             let body = if bytes.is_empty() {
                 Value::Null
             } else {
-                serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(&bytes).into_owned())
-                })
+                serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
             };
             Reply {
                 status,
