@@ -234,11 +234,12 @@ impl Config {
         self.resolve(&self.storage.path)
     }
 
-    /// The externally visible URL of the SCIM base path, without a trailing slash.
-    pub fn public_url(&self) -> String {
+    /// The externally visible URL of the SCIM base path, without a trailing slash, for a
+    /// server bound to `bound` (which differs from `server.listen` when that asks for port 0).
+    pub fn public_url(&self, bound: SocketAddr) -> String {
         match &self.server.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
-            None => format!("http://{}{}", self.server.listen, self.server.base_path),
+            None => format!("http://{bound}{}", self.server.base_path),
         }
     }
 
@@ -347,7 +348,10 @@ mod tests {
             c.database_path(),
             PathBuf::from("/etc/scim-relay/data/scim-relay.db")
         );
-        assert_eq!(c.public_url(), "http://127.0.0.1:8080/scim/v2");
+        assert_eq!(
+            c.public_url(c.server.listen),
+            "http://127.0.0.1:8080/scim/v2"
+        );
     }
 
     #[test]

@@ -35,7 +35,12 @@ pub struct Running {
 /// Opens the database and binds the listener, so start-up errors surface before serving.
 pub async fn start(config: &Config) -> Result<Running, ServeError> {
     let store = Store::open(&config.database_path(), config.storage.readers)?;
-    let state = AppState::new(config, store.clone())?;
+    let addr = config.server.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(config, store.clone(), addr)?;
     if state.configured_token.is_none() && store.tokens().active_count()? == 0 {
         tracing::warn!(
             "no API token exists yet: create one with `scim-relay --config {} token create --name <idp>` \
@@ -44,11 +49,6 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         );
     }
     let app = http::router(state, &config.server.base_path);
-    let addr = config.server.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    let addr = listener.local_addr()?;
     Ok(Running {
         addr,
         listener,

@@ -36,10 +36,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: &Config, store: Store) -> Result<AppState, crate::config::ConfigError> {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        bound: std::net::SocketAddr,
+    ) -> Result<AppState, crate::config::ConfigError> {
         Ok(AppState {
             store,
-            base_url: config.public_url().into(),
+            base_url: config.public_url(bound).into(),
             limits: Arc::new(config.scim.clone()),
             max_body_bytes: config.server.max_body_bytes,
             configured_token: config

@@ -39,14 +39,13 @@ impl TestServer {
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"db/test.db\"\n[auth]\ntoken_file = \"token\"\n{extra}"
         );
-        let mut config =
+        let config =
             scim_relay::config::Config::parse(&text, "test.toml", dir.path().to_path_buf())
                 .expect("test config is valid");
         let running = scim_relay::server::start(&config)
             .await
             .expect("server starts");
         let addr = running.addr;
-        config.server.public_url = Some(format!("http://{addr}/scim/v2"));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = running
