@@ -36,6 +36,7 @@ const ADSCIM_GROUP: &str =
 // ---------------------------------------------------------------------------------------------
 
 /// Every SCIM response carries `Content-Type: application/scim+json` (MS-LEARN general rules).
+#[track_caller]
 fn assert_scim_content_type(r: &Reply) {
     let ct = r
         .headers
@@ -50,6 +51,7 @@ fn assert_scim_content_type(r: &Reply) {
     );
 }
 
+#[track_caller]
 fn assert_scim_error(r: &Reply, status: StatusCode, scim_type: Option<&str>) {
     assert_eq!(r.status, status, "{}", r.body);
     assert_scim_content_type(r);
@@ -68,6 +70,7 @@ fn assert_scim_error(r: &Reply, status: StatusCode, scim_type: Option<&str>) {
 
 /// A ListResponse as both IdPs read it: 200, the ListResponse schema, integer
 /// `totalResults`/`startIndex`/`itemsPerPage`, and `Resources` always present.
+#[track_caller]
 fn assert_list(r: &Reply, total: u64) -> &Vec<Value> {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_scim_content_type(r);
@@ -90,6 +93,7 @@ fn assert_list(r: &Reply, total: u64) -> &Vec<Value> {
 }
 
 /// The id of a freshly created resource, with the checks every create shares.
+#[track_caller]
 fn created_id(r: &Reply, s: &TestServer, resource_type: &str) -> String {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_scim_content_type(r);
@@ -108,6 +112,7 @@ fn created_id(r: &Reply, s: &TestServer, resource_type: &str) -> String {
     id
 }
 
+#[track_caller]
 fn assert_resource_meta(body: &Value, s: &TestServer, resource_type: &str, id: &str) {
     assert_eq!(body["id"], id, "{body}");
     let core = if resource_type == "User" { USER } else { GROUP };
@@ -148,6 +153,7 @@ async fn patch_ok(s: &TestServer, path: &str, body: Value) -> Value {
     r.body
 }
 
+#[track_caller]
 fn work_email(user: &Value) -> &Value {
     user["emails"]
         .as_array()
@@ -156,6 +162,7 @@ fn work_email(user: &Value) -> &Value {
 }
 
 /// Member ids of a group, sorted, failing on duplicates.
+#[track_caller]
 fn member_ids(group: &Value) -> Vec<String> {
     let list = match group.get("members") {
         None | Some(Value::Null) => Vec::new(),
@@ -183,6 +190,7 @@ fn user_filter(attr: &str, value: &str) -> String {
 }
 
 /// Fails if `needle` appears in any text or blob cell of any table in the database.
+#[track_caller]
 fn assert_not_stored(s: &TestServer, needle: &str) {
     let conn = rusqlite::Connection::open(s.db_path()).expect("open db");
     let tables: Vec<String> = conn
@@ -289,6 +297,7 @@ async fn okta(s: &TestServer, method: Method, path: &str, body: Option<Value>) -
 /// Either the server supports a lenient/complex filter and answers it correctly (`check`),
 /// or it refuses it clearly with 400 `invalidFilter` (fixtures ENTRA-04 variant, ENTRA-19).
 /// A wrong match, a 404 or a 500 fails.
+#[track_caller]
 fn assert_supported_or_invalid_filter(r: &Reply, check: impl FnOnce(&Reply)) {
     match r.status {
         StatusCode::OK => check(r),
@@ -537,9 +546,10 @@ async fn entra_user_lifecycle() {
     s.stop().await;
 }
 
-/// ENTRA-20 and the other manager forms Entra sends, then ENTRA-19's manager reference query.
+/// ENTRA-20 and the other manager forms Entra sends (bare path with an array, a bare id
+/// string, the RFC object form), the URN-qualified manager filter, and removal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn entra_manager_forms_and_reference_query() {
+async fn entra_manager_forms() {
     let s = TestServer::start().await;
     let m1 = create_entra_user(&s, "boss.one").await;
     let m2 = create_entra_user(&s, "boss.two").await;
@@ -598,7 +608,45 @@ async fn entra_manager_forms_and_reference_query() {
         .await;
     assert_list(&r, 0);
 
-    // ENTRA-19 (MS-LEARN-2018): bare `manager eq` compared on manager.value, `attributes=id`.
+    // Remove manager. NOT from Entra documentation (no source shows it): RFC 7644 form.
+    patch_ok(
+        &s,
+        &path,
+        json!({"schemas": [PATCH], "Operations": [{"op": "Remove",
+            "path": format!("{ENTERPRISE}:manager")}]}),
+    )
+    .await;
+    let got = get_ok(&s, &path).await;
+    assert!(
+        got.get(ENTERPRISE)
+            .and_then(|e| e.get("manager"))
+            .is_none_or(Value::is_null),
+        "manager removed: {got}"
+    );
+    assert!(got.get(ENTERPRISE).is_none_or(|e| !e.is_null()), "{got}");
+    s.stop().await;
+}
+
+/// ENTRA-19 (MS-LEARN-2018 Example 4): Entra checks a manager link with
+/// `id eq … and manager eq …&attributes=id`. The manager is set the way Entra sets it
+/// (ENTRA-20, a second request after the create).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_manager_reference_query() {
+    let s = TestServer::start().await;
+    let m1 = create_entra_user(&s, "boss.one").await;
+    let m2 = create_entra_user(&s, "boss.two").await;
+    let u = create_entra_user(&s, "report").await;
+    let body = patch_ok(
+        &s,
+        &format!("/Users/{u}"),
+        json!({"schemas": [PATCH], "Operations": [{"op": "Add", "path": "manager", "value": [
+            {"$ref": format!("http://.../scim/Users/{m1}"), "value": m1}
+        ]}]}),
+    )
+    .await;
+    assert_eq!(body[ENTERPRISE]["manager"]["value"], m1.as_str(), "{body}");
+
+    // A bare `manager` compares on manager.value (as PATCH resolves a bare `manager` path).
     // Supported → exactly the user carrying only its id; else a clear 400 invalidFilter.
     for (quoted, manager, expect) in [
         (true, &m1, 1u64),
@@ -624,22 +672,6 @@ async fn entra_manager_forms_and_reference_query() {
         });
     }
 
-    // Remove manager. NOT from Entra documentation (no source shows it): RFC 7644 form.
-    patch_ok(
-        &s,
-        &path,
-        json!({"schemas": [PATCH], "Operations": [{"op": "Remove",
-            "path": format!("{ENTERPRISE}:manager")}]}),
-    )
-    .await;
-    let got = get_ok(&s, &path).await;
-    assert!(
-        got.get(ENTERPRISE)
-            .and_then(|e| e.get("manager"))
-            .is_none_or(Value::is_null),
-        "manager removed: {got}"
-    );
-    assert!(got.get(ENTERPRISE).is_none_or(|e| !e.is_null()), "{got}");
     s.stop().await;
 }
 
@@ -1728,21 +1760,6 @@ async fn okta_group_push() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    // An id in the value that names another resource: 400 mutability, nothing changes.
-    let r = okta(
-        &s,
-        Method::PATCH,
-        &format!("/Groups/{g}"),
-        Some(json!({"schemas": [PATCH], "Operations": [
-            {"op": "replace", "value": {"id": "abf4dd94-a4c0-4f67-89c9-76b03340cb9b", "displayName": "Hijacked"}}
-        ]})),
-    )
-    .await;
-    assert_scim_error(&r, StatusCode::BAD_REQUEST, Some("mutability"));
-    let got = get_ok(&s, &format!("/Groups/{g}")).await;
-    assert_eq!(got["id"], g.as_str());
-    assert_eq!(got["displayName"], "Test SCIMv20");
-
     // OKTA-11 remove A and add B in one PATCH, applied in order.
     let r = okta(
         &s,
@@ -1838,6 +1855,23 @@ async fn okta_group_push() {
     let ua = get_ok(&s, &format!("/Users/{a}")).await;
     assert_eq!(ua["groups"][0]["value"], g.as_str(), "{ua}");
     assert_eq!(ua["groups"][0]["display"], "Test SCIMv20", "{ua}");
+
+    // OKTA-10 (derived): an id in the value that names another resource is 400 mutability
+    // and nothing changes (patch.rs documents the same rule; PUT already answers it so).
+    let r = okta(
+        &s,
+        Method::PATCH,
+        &format!("/Groups/{g}"),
+        Some(json!({"schemas": [PATCH], "Operations": [
+            {"op": "replace", "value": {"id": "abf4dd94-a4c0-4f67-89c9-76b03340cb9b", "displayName": "Hijacked"}}
+        ]})),
+    )
+    .await;
+    assert_scim_error(&r, StatusCode::BAD_REQUEST, Some("mutability"));
+    let got = get_ok(&s, &format!("/Groups/{g}")).await;
+    assert_eq!(got["id"], g.as_str());
+    assert_eq!(got["displayName"], "Test SCIMv20");
+    assert_eq!(member_ids(&got), vec![a.clone()]);
 
     // OKTA-13 Delete the group: 204, then 404; the users remain.
     let r = okta(&s, Method::DELETE, &format!("/Groups/{g}"), None).await;

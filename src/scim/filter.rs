@@ -734,7 +734,12 @@ pub fn lookup<'a>(resource: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
         }
         _ => resource,
     };
-    let Some((_, value)) = base.as_object().and_then(|obj| get_key_ci(obj, &path.name)) else {
+    let found = base
+        .as_object()
+        .and_then(|obj| get_key_ci(obj, &path.name))
+        .map(|(_, v)| v)
+        .or_else(|| unqualified_extension_value(resource, path));
+    let Some(value) = found else {
         return out;
     };
     match &path.sub {
@@ -750,6 +755,20 @@ pub fn lookup<'a>(resource: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
         }
     }
     out
+}
+
+/// An unqualified name that is no core attribute may name an extension attribute: Entra
+/// filters users by `manager eq "<id>"`, which lives in the enterprise extension.
+fn unqualified_extension_value<'a>(resource: &'a Value, path: &AttrPath) -> Option<&'a Value> {
+    if path.urn.is_some() {
+        return None;
+    }
+    resource
+        .as_object()?
+        .iter()
+        .filter(|(k, _)| k.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:")))
+        .find_map(|(_, ext)| ext.as_object().and_then(|o| get_key_ci(o, &path.name)))
+        .map(|(_, v)| v)
 }
 
 fn flatten_into<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
@@ -2120,8 +2139,9 @@ mod tests {
                 r#"urn:ietf:params:scim:schemas:core:2.0:Group:displayName eq "Babs Jensen""#,
                 true,
             ),
-            // extension attributes are not found at the top level, nor core ones in the extension
-            (r#"employeeNumber eq "701984""#, false),
+            // an unqualified name falls back to extension attributes (Entra's `manager eq`),
+            // but a core attribute is never found inside an extension
+            (r#"employeeNumber eq "701984""#, true),
             (
                 r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:userName pr"#,
                 false,
@@ -2255,6 +2275,11 @@ mod tests {
         assert_eq!(lookup(&u, &attr("nothing")), vec![&Value::Null]);
         assert!(lookup(&u, &attr("noItems")).is_empty());
         assert!(lookup(&u, &attr("absent")).is_empty());
+        assert_eq!(
+            lookup(&u, &sub("manager", "displayName")),
+            vec![&json!("John Smith")],
+            "unqualified names fall back to extension attributes"
+        );
         assert!(lookup(&u, &sub("title", "x")).is_empty());
         assert_eq!(
             lookup(

@@ -15,8 +15,10 @@
 //!   → `{"type": "work", "value": …}`); any other filter gives 400 `noTarget` (§3.5.2.3).
 //! - `remove` on a multi-valued attribute with a `value` array (Entra's member removal)
 //!   removes just the listed elements, matched by their `value` sub-attribute.
-//! - readOnly attributes inside a no-path `value` object (Okta's group push sends `id`) are
-//!   ignored, as RFC 7644 §3.5.1 has PUT do; an explicit `path` to one is 400 `mutability`.
+//! - readOnly attributes inside a no-path `value` object (Okta's group push repeats `id`) are
+//!   ignored, as RFC 7644 §3.5.1 has PUT do, unless the resource passed in carries a
+//!   different value (an `id` naming another resource): that, and any explicit `path` to a
+//!   readOnly attribute, is 400 `mutability`.
 //! - `add`/`replace` of a complex single-valued attribute merges sub-attributes (§3.5.2.3),
 //!   except that a new `value` (e.g. a new manager id) replaces the whole object, since the
 //!   other sub-attributes described the old referent.
@@ -170,20 +172,21 @@ fn parse_op(raw: &Value) -> Result<PatchOp, ScimError> {
     }
 }
 
-/// Apply `ops` in order to `resource` (a stored document: the normalised resource, with or
-/// without `id`/`meta`; for groups without `members`). All or nothing: on error `resource`
-/// is left untouched. The result passes `normalize_resource` (so removing `userName` fails)
-/// and keeps `schemas` in step with the extension data.
+/// Apply `ops` in order to `resource`: the stored document (what `normalize_resource`
+/// returned; for groups without `members`), plus `id` if the caller wants a no-path value
+/// that repeats a *different* id rejected. All or nothing: on error `resource` is left
+/// untouched. On success `resource` becomes the new stored document, in `normalize_resource`
+/// form: server-owned `id`, `meta` and `groups` are never part of it, `schemas` lists the
+/// extensions that hold data, and a patch that breaks a rule (e.g. removes `userName`) fails.
 pub fn apply_patch(
     kind: ResourceKind,
     resource: &mut Value,
     ops: &[PatchOp],
 ) -> Result<PatchOutcome, ScimError> {
-    let original = resource
+    let mut work = resource
         .as_object()
         .cloned()
         .ok_or_else(|| ScimError::internal("the stored resource is not a JSON object"))?;
-    let mut work = original.clone();
     let mut members = MemberTracker::default();
     for (i, op) in ops.iter().enumerate() {
         apply_op(kind, &mut work, op, &mut members).map_err(|e| in_operation(i, e))?;
@@ -194,9 +197,9 @@ pub fn apply_patch(
             Value::Array(vec![Value::String(kind.core_schema().into())]),
         );
     }
-    let after = renormalize(kind, &Value::Object(work), &original)?;
+    let after = schema::normalize_resource(kind, &Value::Object(work))?;
     // A stored document that no longer normalises (older rules) is compared as it is.
-    let before = renormalize(kind, resource, &original).unwrap_or_else(|_| resource.clone());
+    let before = schema::normalize_resource(kind, resource).unwrap_or_else(|_| resource.clone());
     let members = members.finish();
     let mut changed_paths = changed_attributes(kind, &before, &after);
     if !members.is_empty() {
@@ -207,23 +210,6 @@ pub fn apply_patch(
         changed_paths,
         members,
     })
-}
-
-/// `normalize_resource`, keeping the server-owned attributes it drops.
-fn renormalize(
-    kind: ResourceKind,
-    value: &Value,
-    original: &Map<String, Value>,
-) -> Result<Value, ScimError> {
-    let mut out = schema::normalize_resource(kind, value)?;
-    if let Some(obj) = out.as_object_mut() {
-        for key in ["id", "meta", "groups"] {
-            if let Some(v) = original.get(key) {
-                obj.insert(key.into(), v.clone());
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn changed_attributes(kind: ResourceKind, before: &Value, after: &Value) -> Vec<String> {
@@ -459,7 +445,7 @@ fn apply_target(
         || t.sub.is_some_and(|s| s.mutability == Mutability::ReadOnly);
     if read_only {
         if origin == Origin::ValueObject {
-            return Ok(());
+            return read_only_in_value(work, t, value);
         }
         return Err(ScimError::mutability(format!(
             "`path` {:?}: {} is readOnly and cannot be changed",
@@ -468,6 +454,28 @@ fn apply_target(
         )));
     }
     apply_attr(work, op, t, value)
+}
+
+/// A readOnly attribute repeated in a no-path `value` object: ignored unless it contradicts
+/// the value the resource carries (`meta` is always ignored: clients echo stale timestamps).
+fn read_only_in_value(
+    work: &Map<String, Value>,
+    t: &AttrTarget<'_>,
+    value: Option<&Value>,
+) -> Result<(), ScimError> {
+    let top_level = matches!(t.container, Container::Top) && t.sub.is_none() && t.filter.is_none();
+    let given = value.filter(|v| !v.is_null());
+    let current = schema::key_ci(work, t.def.name);
+    match (top_level && t.def.name != "meta", given, current) {
+        (true, Some(given), Some(current)) if given != current => {
+            Err(ScimError::mutability(format!(
+                "{} is readOnly: the value {} differs from the resource's",
+                t.def.name,
+                shorten(&given.to_string())
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn apply_extension(
@@ -1082,8 +1090,6 @@ mod tests {
     fn user() -> Value {
         json!({
             "schemas": [USER_SCHEMA, ENT],
-            "id": "2819c223-7f76-453a-919d-413861904646",
-            "meta": {"resourceType": "User", "version": "W/\"1\""},
             "externalId": "bjensen",
             "userName": "bjensen@example.com",
             "name": {"givenName": "Barbara", "familyName": "Jensen", "formatted": "Ms. Barbara J Jensen III"},
@@ -1273,8 +1279,56 @@ mod tests {
         assert_eq!(doc["nickName"], "Babs");
         assert!(doc.get("nickname").is_none());
         assert_eq!(out.changed_paths, ["emails", "nickName"]);
-        assert_eq!(doc["id"], user()["id"]);
-        assert_eq!(doc["meta"], user()["meta"]);
+    }
+
+    #[test]
+    fn result_is_the_stored_form() {
+        let mut rendered = user();
+        rendered["id"] = json!("2819c223-7f76-453a-919d-413861904646");
+        rendered["meta"] = json!({"resourceType": "User", "version": "W/\"1\""});
+        rendered["groups"] = json!([{"value": "g1", "display": "Admins"}]);
+        let (doc, out) = ok(
+            U,
+            &rendered,
+            json!([{"op": "replace", "path": "title", "value": "Guide"}]),
+        );
+        let mut expected = user();
+        expected["title"] = json!("Guide");
+        assert_eq!(doc, expected);
+        assert_eq!(out.changed_paths, ["title"]);
+    }
+
+    #[test]
+    fn repeated_id_in_value_must_match() {
+        let mut stored = group();
+        stored["id"] = json!("abf4dd94-a4c0-4f67-89c9-76b03340cb9b");
+        let (doc, out) = ok(
+            G,
+            &stored,
+            json!([{"op": "replace", "value": {
+                "id": "abf4dd94-a4c0-4f67-89c9-76b03340cb9b", "displayName": "Renamed",
+                "meta": {"lastModified": "2001-01-01T00:00:00Z"}
+            }}]),
+        );
+        assert_eq!(
+            doc,
+            json!({"schemas": [GROUP_SCHEMA], "displayName": "Renamed", "externalId": "g1"})
+        );
+        assert_eq!(out.changed_paths, ["displayName"]);
+        let d = fails(
+            G,
+            &stored,
+            json!([{"op": "replace", "value": {"id": "another-group", "displayName": "Hijacked"}}]),
+            ScimType::Mutability,
+        );
+        assert!(d.contains("id is readOnly"), "{d}");
+        // Without an id in the resource there is nothing to contradict.
+        let (doc, _) = ok(
+            G,
+            &group(),
+            json!([{"op": "replace", "value": {"id": "another-group"}}]),
+        );
+        assert_eq!(doc, group());
     }
 
     #[test]
@@ -1735,6 +1789,43 @@ mod tests {
         let only_manager = json!({"schemas": [USER_SCHEMA, ENT], "userName": "u", ENT: {"manager": {"value": "m"}}});
         let (doc, _) = ok(U, &only_manager, json!([{"op": "Remove", "path": path}]));
         assert_eq!(doc, json!({"schemas": [USER_SCHEMA], "userName": "u"}));
+    }
+
+    #[test]
+    fn entra_unqualified_manager_path() {
+        // Microsoft's documented form: Add, bare `manager` path, one-element array.
+        let (doc, out) = ok(
+            U,
+            &bare_user(),
+            json!([{"op": "Add", "path": "manager", "value": [
+                {"$ref": "http://.../scim/Users/m-1", "value": "m-1"}
+            ]}]),
+        );
+        assert_eq!(
+            doc[ENT],
+            json!({"manager": {"value": "m-1", "$ref": "http://.../scim/Users/m-1"}})
+        );
+        assert_eq!(doc["schemas"], json!([USER_SCHEMA, ENT]));
+        assert!(doc.get("manager").is_none());
+        assert_eq!(out.changed_paths, [format!("{ENT}:manager")]);
+        let (doc, _) = ok(
+            U,
+            &doc,
+            json!([{"op": "Replace", "path": "manager", "value": "m-2"}]),
+        );
+        assert_eq!(doc[ENT], json!({"manager": {"value": "m-2"}}));
+        let (doc, _) = ok(
+            U,
+            &doc,
+            json!([{"op": "Replace", "value": {"department": "Ops"}}]),
+        );
+        assert_eq!(doc[ENT]["department"], "Ops");
+        let (doc, _) = ok(
+            U,
+            &doc,
+            json!([{"op": "Remove", "path": "manager"}, {"op": "Remove", "path": "department"}]),
+        );
+        assert_eq!(doc, bare_user());
     }
 
     #[test]
@@ -2469,15 +2560,10 @@ mod tests {
                 let mut out = doc.clone();
                 match apply_patch(kind, &mut out, &parsed) {
                     Ok(outcome) => {
-                        // The result is in normal form, keeps server-owned fields and
-                        // reports a change exactly when something changed.
-                        let mut bare = out.clone();
-                        if let Some(o) = bare.as_object_mut() {
-                            o.remove("id");
-                            o.remove("meta");
-                        }
-                        prop_assert_eq!(schema::normalize_resource(kind, &bare), Ok(bare.clone()));
-                        prop_assert_eq!(out.get("id"), doc.get("id"));
+                        // The result is in stored (normal) form and reports a change exactly
+                        // when something changed.
+                        prop_assert_eq!(schema::normalize_resource(kind, &out), Ok(out.clone()));
+                        prop_assert!(out.get("id").is_none());
                         prop_assert!(out.get("members").is_none());
                         let doc_changed = out != doc;
                         let reported = outcome.changed_paths.iter().any(|p| p != "members");

@@ -638,8 +638,10 @@ pub fn find_attr(attrs: &'static [AttrDef], name: &str) -> Option<&'static AttrD
     attrs.iter().find(|a| a.name.eq_ignore_ascii_case(name))
 }
 
-/// A top-level attribute of `kind`, given an optional schema URN prefix: no URN or the core
-/// URN searches the common and core attributes, an extension URN that extension.
+/// A top-level attribute of `kind`, given an optional schema URN prefix: the core URN
+/// searches the common and core attributes, an extension URN that extension. Without a URN
+/// the core attributes come first, then the extensions': Entra sends `"path": "manager"`, and
+/// no extension attribute shares a name with a core one.
 pub fn lookup(
     kind: ResourceKind,
     urn: Option<&str>,
@@ -647,7 +649,11 @@ pub fn lookup(
 ) -> Option<(Container, &'static AttrDef)> {
     let core = core_schema_def(kind);
     match urn {
-        None => find_core(core, name),
+        None => find_core(core, name).or_else(|| {
+            extensions(kind).iter().find_map(|ext| {
+                find_attr(ext.attributes, name).map(|d| (Container::Extension(ext), d))
+            })
+        }),
         Some(u) if u.trim().eq_ignore_ascii_case(core.id) => find_core(core, name),
         Some(u) => {
             let ext = extension_by_urn(kind, u)?;
@@ -1197,8 +1203,16 @@ mod tests {
             attr_def(k, &path(Some(USER_SCHEMA), "name", Some("familyName"))).map(|d| d.name),
             Some("familyName")
         );
-        // Extension attributes need their URN; groups have no extension.
-        assert!(attr_def(k, &path(None, "department", None)).is_none());
+        // Unqualified extension attributes are found after the core ones (Entra's
+        // `"path": "manager"`); groups have no extension.
+        assert_eq!(
+            lookup(k, None, "Manager").map(|(c, d)| (c.qualified(d.name), d.ty)),
+            Some((
+                format!("{ENTERPRISE_USER_SCHEMA}:manager"),
+                AttrType::Complex
+            ))
+        );
+        assert!(attr_def(ResourceKind::Group, &path(None, "department", None)).is_none());
         assert!(attr_def(
             ResourceKind::Group,
             &path(Some(ENTERPRISE_USER_SCHEMA), "department", None)

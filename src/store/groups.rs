@@ -251,6 +251,11 @@ pub(super) fn patch(
 ) -> Result<Record, StoreError> {
     let mut current = load_existing(conn, id, if_match)?;
     let mut doc = current.doc.clone();
+    // With the id in view, a PATCH value that names another id is refused (mutability);
+    // apply_patch returns the document without it.
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert("id".into(), Value::String(current.id.clone()));
+    }
     let outcome = apply_patch(ResourceKind::Group, &mut doc, ops)?;
     let members = outcome.members;
     if let Some(all) = members.replace_all {

@@ -189,6 +189,11 @@ pub(super) fn patch(
 ) -> Result<Record, StoreError> {
     let current = load_existing(conn, id, if_match)?;
     let mut doc = current.doc.clone();
+    // With the id in view, a PATCH value that names another id is refused (mutability);
+    // apply_patch returns the document without it.
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert("id".into(), Value::String(current.id.clone()));
+    }
     let outcome = apply_patch(ResourceKind::User, &mut doc, ops)?;
     if outcome.changed_paths.is_empty() {
         return Ok(current);
