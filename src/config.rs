@@ -213,7 +213,10 @@ impl Config {
         }
         if let Some(url) = &self.server.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(bad("server.public_url", "must be an http:// or https:// URL"));
+                return Err(bad(
+                    "server.public_url",
+                    "must be an http:// or https:// URL",
+                ));
             }
         }
         tracing_subscriber::EnvFilter::try_new(&self.logging.level)
@@ -300,7 +303,10 @@ pub fn read_secret(
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
     (line, column)
 }
 
@@ -396,6 +402,9 @@ mod tests {
             dir.path().to_path_buf(),
         )
         .expect("valid");
-        assert_eq!(c.configured_token().expect("readable").as_deref(), Some("s3cret"));
+        assert_eq!(
+            c.configured_token().expect("readable").as_deref(),
+            Some("s3cret")
+        );
     }
 }

@@ -11,10 +11,19 @@ use scim_relay::server;
 use scim_relay::store::Store;
 
 #[derive(Parser)]
-#[command(name = "scim-relay", version, about = "One SCIM 2.0 endpoint for your IdP, fanned out to many apps")]
+#[command(
+    name = "scim-relay",
+    version,
+    about = "One SCIM 2.0 endpoint for your IdP, fanned out to many apps"
+)]
 struct Cli {
     /// Config file; paths inside it are relative to its folder.
-    #[arg(long, global = true, env = "SCIM_RELAY_CONFIG", default_value = "config.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "SCIM_RELAY_CONFIG",
+        default_value = "config.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -63,7 +72,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("scim-relay: cannot start the async runtime: {e}");
@@ -118,7 +130,9 @@ async fn token_command(config: &Config, command: TokenCommand) -> Result<(), Str
             let tokens = store.list_tokens().await.map_err(|e| e.to_string())?;
             println!("{:<36}  {:<24}  {:<24}  STATUS", "ID", "NAME", "CREATED");
             for t in tokens {
-                let status = t.revoked.map_or("active".to_string(), |r| format!("revoked {r}"));
+                let status = t
+                    .revoked
+                    .map_or("active".to_string(), |r| format!("revoked {r}"));
                 println!("{:<36}  {:<24}  {:<24}  {status}", t.id, t.name, t.created);
             }
         }

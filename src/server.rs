@@ -57,7 +57,10 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
 }
 
 impl Running {
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         tracing::info!(addr = %self.addr, "scim-relay listening");
         http::serve(self.listener, self.app, shutdown).await?;
         tracing::info!("scim-relay stopped");

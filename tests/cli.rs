@@ -85,7 +85,11 @@ fn token_create_prints_only_the_token_and_revoke_takes_effect_at_once() {
         .args(["token", "create", "--name", "entra"])
         .output()
         .expect("token create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).expect("utf8");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "stdout is the token alone: {stdout:?}");
@@ -103,7 +107,10 @@ fn token_create_prints_only_the_token_and_revoke_takes_effect_at_once() {
         .output()
         .expect("token create via env config");
     assert!(out.status.success());
-    let next = String::from_utf8(out.stdout).expect("utf8").trim().to_string();
+    let next = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string();
 
     let port = free_port();
     let _server = serve(&config, port);
@@ -117,8 +124,16 @@ fn token_create_prints_only_the_token_and_revoke_takes_effect_at_once() {
         .args(["token", "revoke", "entra"])
         .output()
         .expect("revoke");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(get_users(port, &token), 401, "revoked token refused at once");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        get_users(port, &token),
+        401,
+        "revoked token refused at once"
+    );
     assert_eq!(get_users(port, &next), 200);
 
     let out = bin()
@@ -136,8 +151,11 @@ fn token_create_prints_only_the_token_and_revoke_takes_effect_at_once() {
 fn bad_config_names_file_line_and_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("relay.toml");
-    std::fs::write(&config, "[server]\nlisten = \"127.0.0.1:8080\"\nbase_pth = \"/scim\"\n")
-        .expect("config");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:8080\"\nbase_pth = \"/scim\"\n",
+    )
+    .expect("config");
     let out = bin()
         .arg("--config")
         .arg(&config)
@@ -162,8 +180,16 @@ fn bad_config_names_file_line_and_key() {
 #[test]
 fn shipped_config_is_valid() {
     let out = bin()
-        .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"), "check-config"])
+        .args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+            "check-config",
+        ])
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1141,7 +1141,7 @@ async fn entra_compat_c2_c3_attribute_updates() {
     );
     assert!(u.get("name.familyName").is_none(), "{u}");
     assert!(
-        u.get(&format!("{ENTERPRISE}:employeeNumber")).is_none(),
+        u.get(format!("{ENTERPRISE}:employeeNumber")).is_none(),
         "URN-qualified key stored verbatim: {u}"
     );
     assert!(

@@ -19,13 +19,22 @@ fn assert_scim_error(body: &Value, status: &str, scim_type: Option<&str>) {
         Some(t) => assert_eq!(body["scimType"], t, "{body}"),
         None => assert!(body.get("scimType").is_none(), "{body}"),
     }
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scim_route_requires_a_valid_bearer_token() {
     let s = TestServer::start().await;
-    for path in ["/Users", "/Groups", "/ServiceProviderConfig", "/Schemas", "/Users/x"] {
+    for path in [
+        "/Users",
+        "/Groups",
+        "/ServiceProviderConfig",
+        "/Schemas",
+        "/Users/x",
+    ] {
         let r = s.raw(s.client.get(s.url(path))).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
         assert_scim_error(&r.body, "401", None);
@@ -77,7 +86,10 @@ async fn create_read_replace_delete_a_user() {
         r.body["meta"]["location"],
         format!("{}/Users/{id}", s.base).as_str()
     );
-    assert!(r.body.get("password").is_none(), "password is never returned");
+    assert!(
+        r.body.get("password").is_none(),
+        "password is never returned"
+    );
     assert_eq!(
         r.headers.get("location").and_then(|v| v.to_str().ok()),
         Some(format!("{}/Users/{id}", s.base).as_str())
@@ -86,7 +98,10 @@ async fn create_read_replace_delete_a_user() {
         r.headers.get("content-type").and_then(|v| v.to_str().ok()),
         Some("application/scim+json")
     );
-    let etag = r.body["meta"]["version"].as_str().expect("version").to_string();
+    let etag = r.body["meta"]["version"]
+        .as_str()
+        .expect("version")
+        .to_string();
     assert_eq!(
         r.headers.get("etag").and_then(|v| v.to_str().ok()),
         Some(etag.as_str())
@@ -111,7 +126,10 @@ async fn create_read_replace_delete_a_user() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["active"], false);
-    assert!(r.body.get("name").is_none(), "PUT replaces the whole resource");
+    assert!(
+        r.body.get("name").is_none(),
+        "PUT replaces the whole resource"
+    );
     assert_ne!(r.body["meta"]["version"], etag.as_str());
 
     let r = s.delete(&format!("/Users/{id}")).await;
@@ -167,7 +185,10 @@ async fn filters_pagination_and_projection() {
         assert_eq!(r.status, StatusCode::CREATED);
     }
     let r = s
-        .get(&format!("/Users?filter={}", q("userName eq \"USER07@example.com\"")))
+        .get(&format!(
+            "/Users?filter={}",
+            q("userName eq \"USER07@example.com\"")
+        ))
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["totalResults"], 1);
@@ -178,7 +199,10 @@ async fn filters_pagination_and_projection() {
     );
 
     let r = s
-        .get(&format!("/Users?filter={}", q("userName eq \"nobody-4f1c@example.com\"")))
+        .get(&format!(
+            "/Users?filter={}",
+            q("userName eq \"nobody-4f1c@example.com\"")
+        ))
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["totalResults"], 0);
@@ -254,7 +278,10 @@ async fn groups_members_and_derived_user_groups() {
     assert_eq!(r.body["groups"][0]["display"], "Sales");
 
     let r = s
-        .get(&format!("/Users?filter={}", q("groups[display eq \"sales\"]")))
+        .get(&format!(
+            "/Users?filter={}",
+            q("groups[display eq \"sales\"]")
+        ))
         .await;
     assert_eq!(r.body["totalResults"], 2, "{}", r.body);
 
@@ -276,12 +303,22 @@ async fn groups_members_and_derived_user_groups() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert_eq!(r.body["members"], json!([{"value": b, "type": "User", "$ref": format!("{}/Users/{b}", s.base)}]));
+    assert_eq!(
+        r.body["members"],
+        json!([{"value": b, "type": "User", "$ref": format!("{}/Users/{b}", s.base)}])
+    );
 
     // Deleting a user removes its memberships.
-    assert_eq!(s.delete(&format!("/Users/{b}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        s.delete(&format!("/Users/{b}")).await.status,
+        StatusCode::NO_CONTENT
+    );
     let r = s.get(&format!("/Groups/{g}")).await;
-    assert!(r.body.get("members").is_none_or(|m| m == &json!([])), "{}", r.body);
+    assert!(
+        r.body.get("members").is_none_or(|m| m == &json!([])),
+        "{}",
+        r.body
+    );
 
     let r = s
         .patch(
@@ -294,8 +331,14 @@ async fn groups_members_and_derived_user_groups() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_scim_error(&r.body, "400", Some("invalidValue"));
 
-    assert_eq!(s.delete(&format!("/Groups/{g}")).await.status, StatusCode::NO_CONTENT);
-    assert_eq!(s.get(&format!("/Groups/{g}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        s.delete(&format!("/Groups/{g}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        s.get(&format!("/Groups/{g}")).await.status,
+        StatusCode::NOT_FOUND
+    );
     s.stop().await;
 }
 
@@ -340,7 +383,9 @@ async fn malformed_requests_get_scim_errors() {
             .header("content-type", ct.to_string())
             .body(body)
     };
-    let r = s.raw(post(b"{not json".to_vec(), "application/scim+json")).await;
+    let r = s
+        .raw(post(b"{not json".to_vec(), "application/scim+json"))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_scim_error(&r.body, "400", Some("invalidSyntax"));
 
@@ -358,7 +403,9 @@ async fn malformed_requests_get_scim_errors() {
 
     let r = s
         .raw(post(
-            json!({"schemas": [USER], "userName": 42}).to_string().into_bytes(),
+            json!({"schemas": [USER], "userName": 42})
+                .to_string()
+                .into_bytes(),
             "application/json; charset=utf-8",
         ))
         .await;
@@ -366,14 +413,25 @@ async fn malformed_requests_get_scim_errors() {
     assert_scim_error(&r.body, "400", Some("invalidValue"));
 
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let r = s.raw(post(deep.into_bytes(), "application/scim+json")).await;
+    let r = s
+        .raw(post(deep.into_bytes(), "application/scim+json"))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     let id = s.create_user("patchme@example.com").await;
     for (ops, scim_type) in [
-        (json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "emails[type eq", "value": "x"}]}), "invalidPath"),
-        (json!({"schemas": [PATCH], "Operations": [{"op": "remove"}]}), "noTarget"),
-        (json!({"schemas": [PATCH], "Operations": [{"op": "jump", "path": "title"}]}), "invalidSyntax"),
+        (
+            json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "emails[type eq", "value": "x"}]}),
+            "invalidPath",
+        ),
+        (
+            json!({"schemas": [PATCH], "Operations": [{"op": "remove"}]}),
+            "noTarget",
+        ),
+        (
+            json!({"schemas": [PATCH], "Operations": [{"op": "jump", "path": "title"}]}),
+            "invalidSyntax",
+        ),
     ] {
         let r = s.patch(&format!("/Users/{id}"), ops.clone()).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{ops}: {}", r.body);
@@ -405,7 +463,10 @@ async fn discovery_describes_what_is_supported() {
     assert!(ids.contains(&USER) && ids.contains(&GROUP) && ids.contains(&ENTERPRISE));
     let r = s.get(&format!("/Schemas/{ENTERPRISE}")).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(s.get("/Schemas/urn:nope").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        s.get("/Schemas/urn:nope").await.status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(s.get("/Nope").await.status, StatusCode::NOT_FOUND);
     s.stop().await;
 }

@@ -39,7 +39,8 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         };
     if !valid {
         tracing::warn!(path = %req.uri().path(), "rejected a request with an unknown or revoked token");
-        return ApiError(ScimError::unauthorized("invalid or revoked bearer token")).into_response();
+        return ApiError(ScimError::unauthorized("invalid or revoked bearer token"))
+            .into_response();
     }
     next.run(req).await
 }

@@ -90,9 +90,7 @@ pub fn router(state: AppState, base_path: &str) -> Router {
         )
         .route(
             "/.search",
-            post(|s, h, b| {
-                resources::search(s, &[ResourceKind::User, ResourceKind::Group], h, b)
-            }),
+            post(|s, h, b| resources::search(s, &[ResourceKind::User, ResourceKind::Group], h, b)),
         )
         .route(
             "/ServiceProviderConfig",
@@ -123,7 +121,12 @@ async fn not_found() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    ApiError(ScimError::new(405, None, "method not allowed on this endpoint")).into_response()
+    ApiError(ScimError::new(
+        405,
+        None,
+        "method not allowed on this endpoint",
+    ))
+    .into_response()
 }
 
 async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {

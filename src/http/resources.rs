@@ -148,9 +148,10 @@ impl ListParams {
         let integer = |name: &str| -> Result<Option<i64>, ScimError> {
             match field(name) {
                 None | Some(Value::Null) => Ok(None),
-                Some(v) => v.as_i64().map(Some).ok_or_else(|| {
-                    ScimError::invalid_value(format!("{name} must be an integer"))
-                }),
+                Some(v) => v
+                    .as_i64()
+                    .map(Some)
+                    .ok_or_else(|| ScimError::invalid_value(format!("{name} must be an integer"))),
             }
         };
         Ok(ListParams {
@@ -202,7 +203,9 @@ async fn run_list(state: &AppState, kinds: &[ResourceKind], p: ListParams) -> Ap
     // RFC 7644 §3.4.2.4: startIndex below 1 means 1; a negative count means 0.
     let start_index = p.start_index.unwrap_or(1).max(1);
     let count = p.count.map_or(limits.max_results, |c| {
-        usize::try_from(c.max(0)).unwrap_or(0).min(limits.max_results)
+        usize::try_from(c.max(0))
+            .unwrap_or(0)
+            .min(limits.max_results)
     });
     let sort_by = p
         .sort_by
@@ -330,7 +333,13 @@ pub async fn replace(
     let doc = normalize_resource(kind, &input)?;
     let record = state
         .store
-        .replace(kind, &id, doc, if_match(&headers), projection.returns("members"))
+        .replace(
+            kind,
+            &id,
+            doc,
+            if_match(&headers),
+            projection.returns("members"),
+        )
         .await?;
     Ok(resource_response(
         &state,
@@ -370,7 +379,13 @@ pub async fn patch(
     }
     let record = state
         .store
-        .patch(kind, &id, ops, if_match(&headers), projection.returns("members"))
+        .patch(
+            kind,
+            &id,
+            ops,
+            if_match(&headers),
+            projection.returns("members"),
+        )
         .await?;
     Ok(resource_response(
         &state,

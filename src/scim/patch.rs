@@ -24,7 +24,7 @@
 //!   other sub-attributes described the old referent.
 //! - Setting `primary: true` on one element sets it false on the others (RFC 7644 §3.5.2).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -67,6 +67,9 @@ pub struct MemberChanges {
     pub add: Vec<String>,
     pub remove: Vec<String>,
     pub replace_all: Option<Vec<String>>,
+    /// The `display` the client sent with a member it added, by member id: stored and
+    /// returned as sent (clients compare what they wrote with what they read back).
+    pub display: BTreeMap<String, String>,
 }
 
 impl MemberChanges {
@@ -944,12 +947,17 @@ fn apply_members(
             }
         }
         (OpKind::Add, None, v) => {
-            for id in member_ids(t.def, v.unwrap_or(&Value::Null))? {
+            for (id, display) in member_entries(t.def, v.unwrap_or(&Value::Null))? {
+                members.note_display(&id, display);
                 members.add(id);
             }
         }
         (OpKind::Replace, None, v) => {
-            members.replace_all(member_ids(t.def, v.unwrap_or(&Value::Null))?);
+            let entries = member_entries(t.def, v.unwrap_or(&Value::Null))?;
+            for (id, display) in &entries {
+                members.note_display(id, display.clone());
+            }
+            members.replace_all(entries.into_iter().map(|(id, _)| id).collect());
         }
         (OpKind::Add | OpKind::Replace, Some(_), _) => {
             return Err(ScimError::invalid_path(format!(
@@ -963,10 +971,25 @@ fn apply_members(
 }
 
 fn member_ids(def: &'static AttrDef, value: &Value) -> Result<Vec<String>, ScimError> {
+    Ok(member_entries(def, value)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// Member ids with the `display` sent alongside, if any.
+fn member_entries(
+    def: &'static AttrDef,
+    value: &Value,
+) -> Result<Vec<(String, Option<String>)>, ScimError> {
     Ok(
         into_elements(schema::normalize_attr(def, value, "members")?)
             .iter()
-            .filter_map(|m| m.get("value").and_then(Value::as_str).map(str::to_string))
+            .filter_map(|m| {
+                let id = m.get("value").and_then(Value::as_str)?;
+                let display = m.get("display").and_then(Value::as_str).map(str::to_string);
+                Some((id.to_string(), display))
+            })
             .collect(),
     )
 }
@@ -980,11 +1003,17 @@ struct MemberTracker {
     order: Vec<String>,
     /// Each touched id's last action: true = added, false = removed.
     last: HashMap<String, bool>,
+    display: BTreeMap<String, String>,
 }
 
 impl MemberTracker {
     fn add(&mut self, id: String) {
         self.record(id, true);
+    }
+    fn note_display(&mut self, id: &str, display: Option<String>) {
+        if let Some(d) = display {
+            self.display.insert(id.to_string(), d);
+        }
     }
     fn remove(&mut self, id: String) {
         self.record(id, false);
@@ -1005,7 +1034,12 @@ impl MemberTracker {
         self.last.clear();
     }
     fn finish(self) -> MemberChanges {
-        let MemberTracker { base, order, last } = self;
+        let MemberTracker {
+            base,
+            order,
+            last,
+            mut display,
+        } = self;
         let added = |id: &String| last.get(id) == Some(&true);
         match base {
             Some(base) => {
@@ -1021,18 +1055,25 @@ impl MemberTracker {
                         .filter(|id| added(id) && !in_base.contains(id))
                         .cloned(),
                 );
+                let kept: HashSet<&String> = all.iter().collect();
+                display.retain(|id, _| kept.contains(id));
                 MemberChanges {
                     add: Vec::new(),
                     remove: Vec::new(),
                     replace_all: Some(all),
+                    display,
                 }
             }
             None => {
-                let (add, remove) = order.into_iter().partition(|id| added(id));
+                let (add, remove): (Vec<String>, Vec<String>) =
+                    order.into_iter().partition(|id| added(id));
+                let kept: HashSet<&String> = add.iter().collect();
+                display.retain(|id, _| kept.contains(id));
                 MemberChanges {
                     add,
                     remove,
                     replace_all: None,
+                    display,
                 }
             }
         }
@@ -1347,6 +1388,7 @@ mod tests {
             out.members,
             MemberChanges {
                 replace_all: Some(vec![]),
+                display: BTreeMap::new(),
                 ..Default::default()
             }
         );
@@ -2012,6 +2054,10 @@ mod tests {
                 add: vec!["23a35c27-23d3-4c03-b4c5-6443c09e7173".into()],
                 remove: vec!["89bb1940-b905-4575-9e7f-6f887cfb368e".into()],
                 replace_all: None,
+                display: BTreeMap::from([(
+                    "23a35c27-23d3-4c03-b4c5-6443c09e7173".to_string(),
+                    "test.user@okta.local".to_string()
+                )]),
             }
         );
         // No change at all: nothing to report, so no version bump.
@@ -2059,6 +2105,7 @@ mod tests {
                 add: vec!["b".into(), "c".into()],
                 remove: vec!["a".into()],
                 replace_all: None,
+                display: BTreeMap::new(),
             }
         );
         let (_, out) = ok(
@@ -2077,6 +2124,7 @@ mod tests {
                 add: vec![],
                 remove: vec![],
                 replace_all: Some(vec!["b".into(), "c".into()]),
+                display: BTreeMap::new(),
             }
         );
         let (_, out) = ok(

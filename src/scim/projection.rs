@@ -64,9 +64,9 @@ impl Projection {
 }
 
 fn is_core(p: &AttrPath) -> bool {
-    p.urn.as_deref().is_none_or(|u| {
-        u.eq_ignore_ascii_case(USER_SCHEMA) || u.eq_ignore_ascii_case(GROUP_SCHEMA)
-    })
+    p.urn
+        .as_deref()
+        .is_none_or(|u| u.eq_ignore_ascii_case(USER_SCHEMA) || u.eq_ignore_ascii_case(GROUP_SCHEMA))
 }
 
 fn parse_list(list: Option<&str>) -> Result<Vec<Selector>, ScimError> {
@@ -256,8 +256,8 @@ mod tests {
 
     #[test]
     fn attributes_keep_always_returned_and_requested_paths() {
-        let p = Projection::parse(Some("userName,name.givenName,emails.value"), None)
-            .expect("valid");
+        let p =
+            Projection::parse(Some("userName,name.givenName,emails.value"), None).expect("valid");
         let v = p.apply(user());
         assert_eq!(
             v,

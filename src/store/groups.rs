@@ -1,7 +1,7 @@
 //! Groups: the client's document without `members`, which live in `group_members` so that a
 //! group of 100,000 users can gain one member without rewriting the rest.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -35,8 +35,11 @@ pub fn display_name_key(display_name: &str) -> String {
     display_name.to_lowercase()
 }
 
-/// Takes `members` out of a normalised group document, returning the member ids.
-fn split_members(doc: &mut Value) -> Result<Vec<String>, StoreError> {
+/// A member to store: user id and the `display` the client sent, if any.
+type NewMember = (String, Option<String>);
+
+/// Takes `members` out of a normalised group document.
+fn split_members(doc: &mut Value) -> Result<Vec<NewMember>, StoreError> {
     let members = doc
         .as_object_mut()
         .and_then(|o| o.remove("members"))
@@ -46,40 +49,41 @@ fn split_members(doc: &mut Value) -> Result<Vec<String>, StoreError> {
         Value::Array(list) => list,
         _ => return Err(ScimError::invalid_value("members must be an array").into()),
     };
-    list.iter()
+    let members: Vec<NewMember> = list
+        .iter()
         .map(|m| {
-            m.get("value")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    ScimError::invalid_value("each member needs a string \"value\" (a user id)")
-                        .into()
-                })
+            let id = m.get("value").and_then(Value::as_str).ok_or_else(|| {
+                ScimError::invalid_value("each member needs a string \"value\" (a user id)")
+            })?;
+            let display = m.get("display").and_then(Value::as_str).map(str::to_string);
+            Ok((id.to_string(), display))
         })
-        .collect()
+        .collect::<Result<_, StoreError>>()?;
+    Ok(dedup(members))
 }
 
 /// Fails unless every id names a stored user (a dangling member would be returned as a
 /// reference nobody can follow).
-fn ensure_users_exist(conn: &Connection, ids: &[String]) -> Result<(), StoreError> {
+fn ensure_users_exist(conn: &Connection, members: &[NewMember]) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached("SELECT 1 FROM users WHERE id = ?1")?;
-    for id in ids {
+    for (id, _) in members {
         if !stmt.exists([id])? {
-            return Err(ScimError::invalid_value(format!(
-                "member {id:?} is not a known user id"
-            ))
-            .into());
+            return Err(
+                ScimError::invalid_value(format!("member {id:?} is not a known user id")).into(),
+            );
         }
     }
     Ok(())
 }
 
-fn add_members(conn: &Connection, group_id: &str, ids: &[String]) -> Result<(), StoreError> {
-    ensure_users_exist(conn, ids)?;
-    let mut stmt = conn
-        .prepare_cached("INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?1, ?2)")?;
-    for id in ids {
-        stmt.execute(params![group_id, id])?;
+fn add_members(conn: &Connection, group_id: &str, members: &[NewMember]) -> Result<(), StoreError> {
+    ensure_users_exist(conn, members)?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO group_members (group_id, user_id, display) VALUES (?1, ?2, ?3)
+         ON CONFLICT (group_id, user_id) DO UPDATE SET display = COALESCE(excluded.display, display)",
+    )?;
+    for (id, display) in members {
+        stmt.execute(params![group_id, id, display])?;
     }
     Ok(())
 }
@@ -93,9 +97,23 @@ fn remove_members(conn: &Connection, group_id: &str, ids: &[String]) -> Result<(
     Ok(())
 }
 
-fn dedup(ids: Vec<String>) -> Vec<String> {
+fn dedup(members: Vec<NewMember>) -> Vec<NewMember> {
     let mut seen = BTreeSet::new();
-    ids.into_iter().filter(|id| seen.insert(id.clone())).collect()
+    members
+        .into_iter()
+        .filter(|(id, _)| seen.insert(id.clone()))
+        .collect()
+}
+
+fn with_display(ids: Vec<String>, display: &BTreeMap<String, String>) -> Vec<NewMember> {
+    dedup(
+        ids.into_iter()
+            .map(|id| {
+                let d = display.get(&id).cloned();
+                (id, d)
+            })
+            .collect(),
+    )
 }
 
 pub(super) fn insert(
@@ -103,7 +121,7 @@ pub(super) fn insert(
     mut doc: Value,
     with_members: bool,
 ) -> Result<Record, StoreError> {
-    let member_ids = dedup(split_members(&mut doc)?);
+    let members = split_members(&mut doc)?;
     let cols = columns(&doc)?;
     let id = uuid::Uuid::new_v4().to_string();
     let now = now_rfc3339();
@@ -119,7 +137,7 @@ pub(super) fn insert(
         serde_json::to_string(&doc)?,
         now
     ])?;
-    add_members(conn, &id, &member_ids)?;
+    add_members(conn, &id, &members)?;
     Ok(Record {
         kind: ResourceKind::Group,
         members: if with_members {
@@ -173,7 +191,7 @@ pub(super) fn load(
 
 pub(super) fn members_of(conn: &Connection, group_id: &str) -> Result<Vec<MemberRef>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT u.id, u.display_name FROM group_members m JOIN users u ON u.id = m.user_id
+        "SELECT u.id, COALESCE(m.display, u.display_name) FROM group_members m JOIN users u ON u.id = m.user_id
          WHERE m.group_id = ?1 ORDER BY u.rowid",
     )?;
     let rows = stmt.query_map([group_id], |r| {
@@ -234,11 +252,11 @@ pub(super) fn replace(
     with_members: bool,
 ) -> Result<Record, StoreError> {
     let current = load_existing(conn, id, if_match)?;
-    let member_ids = dedup(split_members(&mut doc)?);
-    ensure_users_exist(conn, &member_ids)?;
+    let members = split_members(&mut doc)?;
+    ensure_users_exist(conn, &members)?;
     conn.prepare_cached("DELETE FROM group_members WHERE group_id = ?1")?
         .execute([id])?;
-    add_members(conn, id, &member_ids)?;
+    add_members(conn, id, &members)?;
     save(conn, current, doc, with_members)
 }
 
@@ -259,14 +277,14 @@ pub(super) fn patch(
     let outcome = apply_patch(ResourceKind::Group, &mut doc, ops)?;
     let members = outcome.members;
     if let Some(all) = members.replace_all {
-        let all = dedup(all);
+        let all = with_display(all, &members.display);
         ensure_users_exist(conn, &all)?;
         conn.prepare_cached("DELETE FROM group_members WHERE group_id = ?1")?
             .execute([id])?;
         add_members(conn, id, &all)?;
     }
     remove_members(conn, id, &members.remove)?;
-    add_members(conn, id, &dedup(members.add))?;
+    add_members(conn, id, &with_display(members.add, &members.display))?;
     if outcome.changed_paths.is_empty() {
         if with_members {
             current.members = Some(members_of(conn, id)?);
@@ -276,7 +294,11 @@ pub(super) fn patch(
     save(conn, current, doc, with_members)
 }
 
-pub(super) fn delete(conn: &Connection, id: &str, if_match: Option<&str>) -> Result<(), StoreError> {
+pub(super) fn delete(
+    conn: &Connection,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<(), StoreError> {
     load_existing(conn, id, if_match)?;
     conn.prepare_cached("DELETE FROM groups WHERE id = ?1")?
         .execute([id])?;

@@ -42,6 +42,8 @@ CREATE INDEX groups_external_id ON groups (external_id) WHERE external_id IS NOT
 CREATE TABLE group_members (
     group_id TEXT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
     user_id  TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    -- The member's display as the client sent it; NULL falls back to the user's displayName.
+    display  TEXT,
     PRIMARY KEY (group_id, user_id)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX group_members_user ON group_members (user_id, group_id);

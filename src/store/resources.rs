@@ -33,13 +33,13 @@ pub struct Page {
 
 pub(super) fn check_if_match(current: &Record, if_match: Option<&str>) -> Result<(), StoreError> {
     match if_match {
-        Some(tag) if !if_match_allows(tag, current.version) => Err(ScimError::precondition_failed(
-            format!(
+        Some(tag) if !if_match_allows(tag, current.version) => {
+            Err(ScimError::precondition_failed(format!(
                 "If-Match {tag} does not match the current version {}",
                 current.etag()
-            ),
-        )
-        .into()),
+            ))
+            .into())
+        }
         _ => Ok(()),
     }
 }
@@ -183,13 +183,16 @@ fn list(conn: &Connection, kind: ResourceKind, q: &ListQuery) -> Result<Page, St
     if q.filter.is_none() && q.sort_by.is_none() {
         return unfiltered_page(conn, kind, q, offset);
     }
-    let candidates = match q.filter.as_ref().and_then(|f| index_candidates(conn, kind, f)) {
+    let candidates = match q
+        .filter
+        .as_ref()
+        .and_then(|f| index_candidates(conn, kind, f))
+    {
         Some(ids) => ids?,
         None => all_ids(conn, kind)?,
     };
     let needs_members = q.with_members
-        || q
-            .filter
+        || q.filter
             .as_ref()
             .is_some_and(|f| filter_mentions(f, "members"));
     let mut matched = Vec::new();
@@ -228,8 +231,9 @@ fn unfiltered_page(
     let total: i64 = conn
         .prepare_cached(&format!("SELECT COUNT(*) FROM {t}"))?
         .query_row([], |r| r.get(0))?;
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT id FROM {t} ORDER BY rowid LIMIT ?1 OFFSET ?2"))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id FROM {t} ORDER BY rowid LIMIT ?1 OFFSET ?2"
+    ))?;
     let ids = stmt
         .query_map(
             rusqlite::params![
@@ -252,7 +256,8 @@ fn unfiltered_page(
 }
 
 fn all_ids(conn: &Connection, kind: ResourceKind) -> Result<Vec<String>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT id FROM {} ORDER BY rowid", table(kind)))?;
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT id FROM {} ORDER BY rowid", table(kind)))?;
     let ids = stmt
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
@@ -339,4 +344,3 @@ fn compare_values(a: &Value, b: &Value, case_exact: bool) -> Ordering {
         _ => Ordering::Equal,
     }
 }
-

@@ -76,7 +76,12 @@ impl Store {
             };
             conn.execute(
                 "INSERT INTO tokens (id, name, hash, created) VALUES (?1, ?2, ?3, ?4)",
-                params![info.id, info.name, hash_token(&token).to_vec(), info.created],
+                params![
+                    info.id,
+                    info.name,
+                    hash_token(&token).to_vec(),
+                    info.created
+                ],
             )?;
             Ok((info, token))
         })
@@ -145,10 +150,7 @@ impl TokenCache {
     /// against every one of them so timing reveals neither which nor how many matched.
     pub fn contains(&self, hash: &[u8; 32]) -> Result<bool, StoreError> {
         use subtle::ConstantTimeEq;
-        let mut state = self
-            .state
-            .lock()
-            .map_err(|_| StoreError::Stopped)?;
+        let mut state = self.state.lock().map_err(|_| StoreError::Stopped)?;
         // data_version changes when any other connection commits; cheap to read.
         let version: i64 = state
             .conn

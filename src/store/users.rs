@@ -201,7 +201,11 @@ pub(super) fn patch(
     update(conn, current, doc)
 }
 
-pub(super) fn delete(conn: &Connection, id: &str, if_match: Option<&str>) -> Result<(), StoreError> {
+pub(super) fn delete(
+    conn: &Connection,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<(), StoreError> {
     load_existing(conn, id, if_match)?;
     conn.prepare_cached("DELETE FROM users WHERE id = ?1")?
         .execute([id])?;

@@ -102,22 +102,20 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
-    fn reply(resp: reqwest::Response) -> impl std::future::Future<Output = Reply> {
-        async move {
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let bytes = resp.bytes().await.expect("body");
-            let body = if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes)
-                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-            };
-            Reply {
-                status,
-                headers,
-                body,
-            }
+    async fn reply(resp: reqwest::Response) -> Reply {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
         }
     }
 
