@@ -245,6 +245,13 @@ async fn filters_pagination_and_projection() {
     assert!(u.get("emails").is_none() && u.get("title").is_none());
     assert!(u.get("id").is_some());
 
+    // A prefix filter is answered from the userName index as a range, case-insensitively.
+    let r = s
+        .get(&format!("/Users?filter={}", q("userName sw \"USER1\" and title pr")))
+        .await;
+    assert_eq!(r.body["totalResults"], 10, "{}", r.body);
+    assert_eq!(r.body["Resources"][0]["userName"], "user10@example.com");
+
     let r = s.get("/Users?count=10").await;
     assert_eq!(r.body["totalResults"], 25);
     assert_eq!(r.body["itemsPerPage"], 10);

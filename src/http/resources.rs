@@ -310,7 +310,7 @@ pub async fn create(
         .store
         .create(kind, doc, projection.returns("members"))
         .await?;
-    tracing::info!(kind = kind.name(), id = %record.id, "created");
+    tracing::debug!(kind = kind.name(), id = %record.id, "created");
     Ok(resource_response(
         &state,
         StatusCode::CREATED,
@@ -402,6 +402,6 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> ApiResult {
     state.store.delete(kind, &id, if_match(&headers)).await?;
-    tracing::info!(kind = kind.name(), id = %id, "deleted");
+    tracing::debug!(kind = kind.name(), id = %id, "deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -886,21 +886,33 @@ impl Filter {
     /// [`Filter::equality_literals`]; a conjunct inside a value filter
     /// (`members[value eq "a" and display pr]`) counts. Only string literals qualify.
     pub fn indexable_conjunct(&self, attrs: &[&str]) -> Option<(String, &Literal)> {
+        self.conjunct_with(CompareOp::Eq, attrs)
+    }
+
+    /// Like [`Filter::indexable_conjunct`], for an `attr sw "prefix"` conjunct, which an
+    /// ordered index answers as a range.
+    pub fn indexable_prefix(&self, attrs: &[&str]) -> Option<(String, &Literal)> {
+        self.conjunct_with(CompareOp::Sw, attrs)
+    }
+
+    fn conjunct_with(&self, op: CompareOp, attrs: &[&str]) -> Option<(String, &Literal)> {
         attrs.iter().find_map(|attr| {
-            self.find_conjunct(&Target::new(attr))
+            self.find_conjunct(op, &Target::new(attr))
                 .map(|lit| (attr.to_ascii_lowercase(), lit))
         })
     }
 
-    fn find_conjunct(&self, target: &Target<'_>) -> Option<&Literal> {
+    fn find_conjunct(&self, op: CompareOp, target: &Target<'_>) -> Option<&Literal> {
         match self {
-            Filter::Compare(path, CompareOp::Eq, lit @ Value::String(_)) if target.is(path) => {
+            Filter::Compare(path, o, lit @ Value::String(_)) if *o == op && target.is(path) => {
                 Some(lit)
             }
-            Filter::And(l, r) => l.find_conjunct(target).or_else(|| r.find_conjunct(target)),
+            Filter::And(l, r) => l
+                .find_conjunct(op, target)
+                .or_else(|| r.find_conjunct(op, target)),
             Filter::ValuePath(path, inner) => target
                 .inside(path)
-                .and_then(|inner_target| inner.find_conjunct(&inner_target)),
+                .and_then(|inner_target| inner.find_conjunct(op, &inner_target)),
             _ => None,
         }
     }
@@ -2374,6 +2386,13 @@ mod tests {
             ic(r#"userName eq "x""#),
             Some(("username".into(), json!("x")))
         );
+        assert_eq!(
+            p(r#"title pr and userName sw "ab""#)
+                .indexable_prefix(&attrs)
+                .map(|(a, lit)| (a, lit.clone())),
+            Some(("username".into(), json!("ab")))
+        );
+        assert_eq!(p(r#"userName sw "ab""#).indexable_conjunct(&attrs), None);
         assert_eq!(
             ic(r#"active eq true and USERNAME eq "x" and title pr"#),
             Some(("username".into(), json!("x")))

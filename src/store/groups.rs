@@ -3,9 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde_json::Value;
 
+use super::resources::{attach_derived, read_rows};
 use super::{now_rfc3339, StoreError};
 use crate::scim::patch::{apply_patch, PatchOp};
 use crate::scim::resource::{MemberRef, Record};
@@ -123,7 +124,8 @@ pub(super) fn insert(
 ) -> Result<Record, StoreError> {
     let members = split_members(&mut doc)?;
     let cols = columns(&doc)?;
-    let id = uuid::Uuid::new_v4().to_string();
+    // Time-ordered ids append to the primary-key index instead of rewriting random pages.
+    let id = uuid::Uuid::now_v7().to_string();
     let now = now_rfc3339();
     conn.prepare_cached(
         "INSERT INTO groups (id, display_name_key, display_name, external_id, doc, version, created, last_modified)
@@ -159,34 +161,12 @@ pub(super) fn load(
     id: &str,
     with_members: bool,
 ) -> Result<Option<Record>, StoreError> {
-    let row = conn
-        .prepare_cached("SELECT doc, version, created, last_modified FROM groups WHERE id = ?1")?
-        .query_row([id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })
-        .optional()?;
-    let Some((doc, version, created, last_modified)) = row else {
+    let Some(mut record) = read_rows(conn, ResourceKind::Group, "WHERE id = ?1", [id])?.pop()
+    else {
         return Ok(None);
     };
-    Ok(Some(Record {
-        kind: ResourceKind::Group,
-        id: id.to_string(),
-        doc: serde_json::from_str(&doc)?,
-        version,
-        created,
-        last_modified,
-        groups: Vec::new(),
-        members: if with_members {
-            Some(members_of(conn, id)?)
-        } else {
-            None
-        },
-    }))
+    attach_derived(conn, &mut record, with_members)?;
+    Ok(Some(record))
 }
 
 pub(super) fn members_of(conn: &Connection, group_id: &str) -> Result<Vec<MemberRef>, StoreError> {

@@ -142,40 +142,134 @@ fn load(
     }
 }
 
-/// Attributes answered from an index, as (filter attribute, SQL that selects ids by it).
-/// The whole filter is still evaluated on every candidate the index yields.
-fn indexes(kind: ResourceKind) -> &'static [(&'static str, &'static str)] {
-    match kind {
-        ResourceKind::User => &[
-            ("id", "SELECT id FROM users WHERE id = ?1"),
-            (
-                "username",
-                "SELECT id FROM users WHERE user_name_key = ?1 ORDER BY rowid",
-            ),
-            (
-                "externalid",
-                "SELECT id FROM users WHERE external_id = ?1 ORDER BY rowid",
-            ),
-        ],
-        ResourceKind::Group => &[
-            ("id", "SELECT id FROM groups WHERE id = ?1"),
-            (
-                "displayname",
-                "SELECT id FROM groups WHERE display_name_key = ?1 ORDER BY rowid",
-            ),
-            (
-                "externalid",
-                "SELECT id FROM groups WHERE external_id = ?1 ORDER BY rowid",
-            ),
-        ],
-    }
-}
-
 fn table(kind: ResourceKind) -> &'static str {
     match kind {
         ResourceKind::User => "users",
         ResourceKind::Group => "groups",
     }
+}
+
+/// Reads stored rows (`SELECT … FROM <table> <tail>`) as records without their derived
+/// attributes (a user's `groups`, a group's `members`); see [`attach_derived`].
+pub(super) fn read_rows<P: rusqlite::Params>(
+    conn: &Connection,
+    kind: ResourceKind,
+    tail: &str,
+    params: P,
+) -> Result<Vec<Record>, StoreError> {
+    let sql = format!(
+        "SELECT id, doc, version, created, last_modified FROM {} {tail}",
+        table(kind)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let doc: String = row.get(1)?;
+        out.push(Record {
+            kind,
+            id: row.get(0)?,
+            doc: serde_json::from_str(&doc)?,
+            version: row.get(2)?,
+            created: row.get(3)?,
+            last_modified: row.get(4)?,
+            groups: Vec::new(),
+            members: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Adds the derived attributes: a user's `groups`, and a group's `members` when asked.
+pub(super) fn attach_derived(
+    conn: &Connection,
+    record: &mut Record,
+    with_members: bool,
+) -> Result<(), StoreError> {
+    match record.kind {
+        ResourceKind::User => record.groups = users::groups_of(conn, &record.id)?,
+        ResourceKind::Group if with_members => {
+            record.members = Some(groups::members_of(conn, &record.id)?)
+        }
+        ResourceKind::Group => {}
+    }
+    Ok(())
+}
+
+/// An indexed column: the filter attribute it answers, the column, and whether the column
+/// holds a lowercased key (attributes SCIM compares case-insensitively).
+struct Index {
+    attr: &'static str,
+    column: &'static str,
+    lowercased: bool,
+}
+
+const fn ix(attr: &'static str, column: &'static str, lowercased: bool) -> Index {
+    Index {
+        attr,
+        column,
+        lowercased,
+    }
+}
+
+const USER_INDEXES: [Index; 3] = [
+    ix("id", "id", false),
+    ix("username", "user_name_key", true),
+    ix("externalid", "external_id", false),
+];
+const GROUP_INDEXES: [Index; 3] = [
+    ix("id", "id", false),
+    ix("displayname", "display_name_key", true),
+    ix("externalid", "external_id", false),
+];
+
+fn indexes(kind: ResourceKind) -> &'static [Index] {
+    match kind {
+        ResourceKind::User => &USER_INDEXES,
+        ResourceKind::Group => &GROUP_INDEXES,
+    }
+}
+
+/// The rows an index yields for the filter (an `eq` conjunct, else an `sw` conjunct as a
+/// range), or `None` when no index applies. The caller still evaluates the whole filter.
+fn index_candidates(
+    conn: &Connection,
+    kind: ResourceKind,
+    filter: &Filter,
+) -> Option<Result<Vec<Record>, StoreError>> {
+    let table = indexes(kind);
+    let names: Vec<&str> = table.iter().map(|ix| ix.attr).collect();
+    let (attr, literal, prefix) = match filter.indexable_conjunct(&names) {
+        Some((attr, lit)) => (attr, lit, false),
+        None => {
+            let (attr, lit) = filter.indexable_prefix(&names)?;
+            (attr, lit, true)
+        }
+    };
+    let index = table.iter().find(|ix| ix.attr == attr)?;
+    let literal = literal.as_str()?;
+    let key = if index.lowercased {
+        literal.to_lowercase()
+    } else {
+        literal.to_string()
+    };
+    let column = index.column;
+    Some(if prefix {
+        // Every string that starts with `key` sorts in [key, key + U+10FFFF).
+        read_rows(
+            conn,
+            kind,
+            &format!("WHERE {column} >= ?1 AND {column} < ?1 || char(1114111) ORDER BY rowid"),
+            [key],
+        )
+    } else {
+        read_rows(
+            conn,
+            kind,
+            &format!("WHERE {column} = ?1 ORDER BY rowid"),
+            [key],
+        )
+    })
 }
 
 fn list(conn: &Connection, kind: ResourceKind, q: &ListQuery) -> Result<Page, StoreError> {
@@ -188,18 +282,22 @@ fn list(conn: &Connection, kind: ResourceKind, q: &ListQuery) -> Result<Page, St
         .as_ref()
         .and_then(|f| index_candidates(conn, kind, f))
     {
-        Some(ids) => ids?,
-        None => all_ids(conn, kind)?,
+        Some(rows) => rows?,
+        None => read_rows(conn, kind, "ORDER BY rowid", [])?,
     };
-    let needs_members = q.with_members
-        || q.filter
-            .as_ref()
-            .is_some_and(|f| filter_mentions(f, "members"));
+    // Derived attributes cost a query per row: load them before matching only when the
+    // filter or the sort looks at them, otherwise only for the page returned.
+    let derived = match kind {
+        ResourceKind::User => "groups",
+        ResourceKind::Group => "members",
+    };
+    let derived_first = q.filter.as_ref().is_some_and(|f| filter_mentions(f, derived))
+        || q.sort_by.as_ref().is_some_and(|p| p.name.eq_ignore_ascii_case(derived));
     let mut matched = Vec::new();
-    for id in candidates {
-        let Some(record) = load(conn, kind, &id, needs_members)? else {
-            continue;
-        };
+    for mut record in candidates {
+        if derived_first {
+            attach_derived(conn, &mut record, true)?;
+        }
         if let Some(filter) = &q.filter {
             let rendered = record.to_scim("");
             if !filter.matches(&rendered, &|p| schema::case_exact(kind, p)) {
@@ -213,8 +311,10 @@ fn list(conn: &Connection, kind: ResourceKind, q: &ListQuery) -> Result<Page, St
     }
     let total = matched.len();
     let mut records: Vec<Record> = matched.into_iter().skip(offset).take(q.count).collect();
-    if needs_members && !q.with_members {
-        for r in &mut records {
+    for r in &mut records {
+        if !derived_first {
+            attach_derived(conn, r, q.with_members)?;
+        } else if !q.with_members {
             r.members = None;
         }
     }
@@ -227,66 +327,25 @@ fn unfiltered_page(
     q: &ListQuery,
     offset: usize,
 ) -> Result<Page, StoreError> {
-    let t = table(kind);
     let total: i64 = conn
-        .prepare_cached(&format!("SELECT COUNT(*) FROM {t}"))?
+        .prepare_cached(&format!("SELECT COUNT(*) FROM {}", table(kind)))?
         .query_row([], |r| r.get(0))?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT id FROM {t} ORDER BY rowid LIMIT ?1 OFFSET ?2"
-    ))?;
-    let ids = stmt
-        .query_map(
-            rusqlite::params![
-                i64::try_from(q.count).unwrap_or(i64::MAX),
-                i64::try_from(offset).unwrap_or(i64::MAX)
-            ],
-            |r| r.get::<_, String>(0),
-        )?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut records = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(r) = load(conn, kind, &id, q.with_members)? {
-            records.push(r);
-        }
+    let mut records = read_rows(
+        conn,
+        kind,
+        "ORDER BY rowid LIMIT ?1 OFFSET ?2",
+        rusqlite::params![
+            i64::try_from(q.count).unwrap_or(i64::MAX),
+            i64::try_from(offset).unwrap_or(i64::MAX)
+        ],
+    )?;
+    for r in &mut records {
+        attach_derived(conn, r, q.with_members)?;
     }
     Ok(Page {
         total: usize::try_from(total).unwrap_or(0),
         records,
     })
-}
-
-fn all_ids(conn: &Connection, kind: ResourceKind) -> Result<Vec<String>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT id FROM {} ORDER BY rowid", table(kind)))?;
-    let ids = stmt
-        .query_map([], |r| r.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ids)
-}
-
-/// The ids an index yields for the filter, or `None` when no index applies.
-fn index_candidates(
-    conn: &Connection,
-    kind: ResourceKind,
-    filter: &Filter,
-) -> Option<Result<Vec<String>, StoreError>> {
-    let table = indexes(kind);
-    let names: Vec<&str> = table.iter().map(|(name, _)| *name).collect();
-    let (attr, literal) = filter.indexable_conjunct(&names)?;
-    let literal = literal.as_str()?;
-    let sql = table.iter().find(|(name, _)| *name == attr)?.1;
-    let key = match attr.as_str() {
-        "username" => users::user_name_key(literal),
-        "displayname" => groups::display_name_key(literal),
-        _ => literal.to_string(),
-    };
-    Some((|| {
-        let mut stmt = conn.prepare_cached(sql)?;
-        let ids = stmt
-            .query_map([key], |r| r.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(ids)
-    })())
 }
 
 /// Whether the filter refers to the attribute `name` anywhere (case-insensitively).

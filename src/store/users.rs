@@ -4,6 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
+use super::resources::{attach_derived, read_rows};
 use super::{now_rfc3339, StoreError};
 use crate::scim::patch::{apply_patch, PatchOp};
 use crate::scim::resource::{GroupRef, Record};
@@ -64,7 +65,8 @@ fn ensure_user_name_free(
 pub(super) fn insert(conn: &Connection, doc: Value) -> Result<Record, StoreError> {
     let cols = columns(&doc)?;
     ensure_user_name_free(conn, &cols.user_name_key, None)?;
-    let id = uuid::Uuid::new_v4().to_string();
+    // Time-ordered ids append to the primary-key index instead of rewriting random pages.
+    let id = uuid::Uuid::now_v7().to_string();
     let now = now_rfc3339();
     conn.prepare_cached(
         "INSERT INTO users (id, user_name_key, external_id, display_name, active, doc, version, created, last_modified)
@@ -93,30 +95,12 @@ pub(super) fn insert(conn: &Connection, doc: Value) -> Result<Record, StoreError
 
 /// Loads a user with its derived `groups`.
 pub(super) fn load(conn: &Connection, id: &str) -> Result<Option<Record>, StoreError> {
-    let row = conn
-        .prepare_cached("SELECT doc, version, created, last_modified FROM users WHERE id = ?1")?
-        .query_row([id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })
-        .optional()?;
-    let Some((doc, version, created, last_modified)) = row else {
+    let Some(mut record) = read_rows(conn, ResourceKind::User, "WHERE id = ?1", [id])?.pop()
+    else {
         return Ok(None);
     };
-    Ok(Some(Record {
-        kind: ResourceKind::User,
-        id: id.to_string(),
-        doc: serde_json::from_str(&doc)?,
-        version,
-        created,
-        last_modified,
-        groups: groups_of(conn, id)?,
-        members: None,
-    }))
+    attach_derived(conn, &mut record, false)?;
+    Ok(Some(record))
 }
 
 pub(super) fn groups_of(conn: &Connection, user_id: &str) -> Result<Vec<GroupRef>, StoreError> {
