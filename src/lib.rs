@@ -6,7 +6,9 @@
 //! `server` wires them together for the `serve` command and for tests.
 
 pub mod config;
+pub mod connector;
 pub mod http;
+pub mod outbox;
 pub mod scim;
 pub mod server;
 pub mod store;

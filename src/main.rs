@@ -3,10 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
 use scim_relay::config::{Config, LogFormat};
+use scim_relay::outbox::Fanout;
 use scim_relay::server;
 use scim_relay::store::Store;
 
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
             }
             Command::CheckConfig => {
                 config.configured_token().map_err(|e| e.to_string())?;
+                scim_relay::connector::from_config(&config).map_err(|e| e.to_string())?;
                 println!("{}: ok", config.file);
                 Ok(())
             }
@@ -116,7 +119,8 @@ fn main() -> ExitCode {
 }
 
 async fn token_command(config: &Config, command: TokenCommand) -> Result<(), String> {
-    let store = Store::open(&config.database_path(), 1).map_err(|e| e.to_string())?;
+    let store = Store::open(&config.database_path(), 1, Arc::new(Fanout::none()))
+        .map_err(|e| e.to_string())?;
     match command {
         TokenCommand::Create { name } => {
             let (info, token) = store.create_token(&name).await.map_err(|e| e.to_string())?;

@@ -6,8 +6,14 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::config::{Config, ConfigError};
+use crate::connector;
 use crate::http::{self, AppState};
+use crate::outbox::{self, Engine, Fanout, Route};
+use crate::scim::filter::parse_filter;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,16 +36,47 @@ pub struct Running {
     pub addr: SocketAddr,
     listener: TcpListener,
     app: axum::Router,
+    engine: Engine,
+}
+
+/// The routing table for the configured connectors (validated already by `Config`).
+fn fanout(config: &Config, base_url: String) -> Result<Fanout, ConfigError> {
+    let routes = config
+        .connectors
+        .iter()
+        .map(|c| {
+            let scope = c
+                .scope
+                .as_deref()
+                .map(parse_filter)
+                .transpose()
+                .map_err(|e| ConfigError::Value {
+                    file: config.file.clone(),
+                    key: format!("connector {:?} scope", c.name),
+                    message: e.to_string(),
+                })?;
+            Ok(Route::new(c.name.clone(), c.events.clone(), scope))
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    Ok(Fanout::new(routes, base_url))
 }
 
 /// Opens the database and binds the listener, so start-up errors surface before serving.
 pub async fn start(config: &Config) -> Result<Running, ServeError> {
-    let store = Store::open(&config.database_path(), config.storage.readers)?;
+    // Connectors first: a missing secret must stop start-up before anything listens.
+    let connectors = connector::from_config(config)?;
     let addr = config.server.listen;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let addr = listener.local_addr()?;
+    let fanout = Arc::new(fanout(config, config.public_url(addr))?);
+    let store = Store::open(
+        &config.database_path(),
+        config.storage.readers,
+        fanout.clone(),
+    )?;
+    let engine = outbox::start(store.clone(), &fanout, connectors).await?;
     let state = AppState::new(config, store.clone(), addr)?;
     if state.configured_token.is_none() && store.tokens().active_count()? == 0 {
         tracing::warn!(
@@ -53,6 +90,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         addr,
         listener,
         app,
+        engine,
     })
 }
 
@@ -63,6 +101,7 @@ impl Running {
     ) -> Result<(), ServeError> {
         tracing::info!(addr = %self.addr, "scim-relay listening");
         http::serve(self.listener, self.app, shutdown).await?;
+        self.engine.shutdown(Duration::from_secs(10)).await;
         tracing::info!("scim-relay stopped");
         Ok(())
     }

@@ -247,7 +247,10 @@ async fn filters_pagination_and_projection() {
 
     // A prefix filter is answered from the userName index as a range, case-insensitively.
     let r = s
-        .get(&format!("/Users?filter={}", q("userName sw \"USER1\" and title pr")))
+        .get(&format!(
+            "/Users?filter={}",
+            q("userName sw \"USER1\" and title pr")
+        ))
         .await;
     assert_eq!(r.body["totalResults"], 10, "{}", r.body);
     assert_eq!(r.body["Resources"][0]["userName"], "user10@example.com");

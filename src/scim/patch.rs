@@ -215,7 +215,9 @@ pub fn apply_patch(
     })
 }
 
-fn changed_attributes(kind: ResourceKind, before: &Value, after: &Value) -> Vec<String> {
+/// Top-level attributes whose value differs between two documents; extension attributes are
+/// named with their URN (`urn:…:enterprise:2.0:User:department`).
+pub fn changed_attributes(kind: ResourceKind, before: &Value, after: &Value) -> Vec<String> {
     let empty = Map::new();
     let b = before.as_object().unwrap_or(&empty);
     let a = after.as_object().unwrap_or(&empty);

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
-use super::resources::{attach_derived, read_rows};
+use super::resources::{attach_derived, read_rows, Written};
 use super::{now_rfc3339, StoreError};
 use crate::scim::patch::{apply_patch, PatchOp};
 use crate::scim::resource::{MemberRef, Record};
@@ -77,25 +77,66 @@ fn ensure_users_exist(conn: &Connection, members: &[NewMember]) -> Result<(), St
     Ok(())
 }
 
-fn add_members(conn: &Connection, group_id: &str, members: &[NewMember]) -> Result<(), StoreError> {
+/// Adds members; returns the ids that were not members before.
+fn add_members(
+    conn: &Connection,
+    group_id: &str,
+    members: &[NewMember],
+) -> Result<Vec<String>, StoreError> {
     ensure_users_exist(conn, members)?;
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO group_members (group_id, user_id, display) VALUES (?1, ?2, ?3)
-         ON CONFLICT (group_id, user_id) DO UPDATE SET display = COALESCE(excluded.display, display)",
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO group_members (group_id, user_id, display) VALUES (?1, ?2, ?3)",
     )?;
+    let mut relabel = conn.prepare_cached(
+        "UPDATE group_members SET display = ?3 WHERE group_id = ?1 AND user_id = ?2",
+    )?;
+    let mut added = Vec::new();
     for (id, display) in members {
-        stmt.execute(params![group_id, id, display])?;
+        if insert.execute(params![group_id, id, display])? == 1 {
+            added.push(id.clone());
+        } else if display.is_some() {
+            relabel.execute(params![group_id, id, display])?;
+        }
     }
-    Ok(())
+    Ok(added)
 }
 
-fn remove_members(conn: &Connection, group_id: &str, ids: &[String]) -> Result<(), StoreError> {
+/// Removes members; returns the ids that were members.
+fn remove_members(
+    conn: &Connection,
+    group_id: &str,
+    ids: &[String],
+) -> Result<Vec<String>, StoreError> {
     let mut stmt =
         conn.prepare_cached("DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2")?;
+    let mut removed = Vec::new();
     for id in ids {
-        stmt.execute(params![group_id, id])?;
+        if stmt.execute(params![group_id, id])? == 1 {
+            removed.push(id.clone());
+        }
     }
-    Ok(())
+    Ok(removed)
+}
+
+/// Makes the membership exactly `members`; returns (added, removed) ids.
+fn set_members(
+    conn: &Connection,
+    group_id: &str,
+    members: &[NewMember],
+) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    ensure_users_exist(conn, members)?;
+    let wanted: BTreeSet<&String> = members.iter().map(|(id, _)| id).collect();
+    let current: Vec<String> = conn
+        .prepare_cached("SELECT user_id FROM group_members WHERE group_id = ?1")?
+        .query_map([group_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let leaving: Vec<String> = current
+        .into_iter()
+        .filter(|id| !wanted.contains(id))
+        .collect();
+    let removed = remove_members(conn, group_id, &leaving)?;
+    let added = add_members(conn, group_id, members)?;
+    Ok((added, removed))
 }
 
 fn dedup(members: Vec<NewMember>) -> Vec<NewMember> {
@@ -121,7 +162,7 @@ pub(super) fn insert(
     conn: &Connection,
     mut doc: Value,
     with_members: bool,
-) -> Result<Record, StoreError> {
+) -> Result<Written, StoreError> {
     let members = split_members(&mut doc)?;
     let cols = columns(&doc)?;
     // Time-ordered ids append to the primary-key index instead of rewriting random pages.
@@ -139,8 +180,8 @@ pub(super) fn insert(
         serde_json::to_string(&doc)?,
         now
     ])?;
-    add_members(conn, &id, &members)?;
-    Ok(Record {
+    let added = add_members(conn, &id, &members)?;
+    let record = Record {
         kind: ResourceKind::Group,
         members: if with_members {
             Some(members_of(conn, &id)?)
@@ -153,6 +194,12 @@ pub(super) fn insert(
         created: now.clone(),
         last_modified: now,
         groups: Vec::new(),
+    };
+    Ok(Written {
+        before: None,
+        after: Some(record),
+        added,
+        removed: Vec::new(),
     })
 }
 
@@ -230,14 +277,22 @@ pub(super) fn replace(
     mut doc: Value,
     if_match: Option<&str>,
     with_members: bool,
-) -> Result<Record, StoreError> {
+) -> Result<Written, StoreError> {
     let current = load_existing(conn, id, if_match)?;
     let members = split_members(&mut doc)?;
-    ensure_users_exist(conn, &members)?;
-    conn.prepare_cached("DELETE FROM group_members WHERE group_id = ?1")?
-        .execute([id])?;
-    add_members(conn, id, &members)?;
-    save(conn, current, doc, with_members)
+    let (added, removed) = set_members(conn, id, &members)?;
+    let before = current.clone();
+    let after = if before.doc == doc && added.is_empty() && removed.is_empty() {
+        with_loaded_members(conn, current, with_members)?
+    } else {
+        save(conn, current, doc, with_members)?
+    };
+    Ok(Written {
+        before: Some(before),
+        after: Some(after),
+        added,
+        removed,
+    })
 }
 
 pub(super) fn patch(
@@ -246,8 +301,8 @@ pub(super) fn patch(
     ops: &[PatchOp],
     if_match: Option<&str>,
     with_members: bool,
-) -> Result<Record, StoreError> {
-    let mut current = load_existing(conn, id, if_match)?;
+) -> Result<Written, StoreError> {
+    let current = load_existing(conn, id, if_match)?;
     let mut doc = current.doc.clone();
     // With the id in view, a PATCH value that names another id is refused (mutability);
     // apply_patch returns the document without it.
@@ -255,32 +310,54 @@ pub(super) fn patch(
         obj.insert("id".into(), Value::String(current.id.clone()));
     }
     let outcome = apply_patch(ResourceKind::Group, &mut doc, ops)?;
-    let members = outcome.members;
-    if let Some(all) = members.replace_all {
-        let all = with_display(all, &members.display);
-        ensure_users_exist(conn, &all)?;
-        conn.prepare_cached("DELETE FROM group_members WHERE group_id = ?1")?
-            .execute([id])?;
-        add_members(conn, id, &all)?;
+    let changes = outcome.members;
+    let (mut added, mut removed) = match changes.replace_all {
+        Some(all) => set_members(conn, id, &with_display(all, &changes.display))?,
+        None => (Vec::new(), Vec::new()),
+    };
+    removed.extend(remove_members(conn, id, &changes.remove)?);
+    added.extend(add_members(
+        conn,
+        id,
+        &with_display(changes.add, &changes.display),
+    )?);
+    let before = current.clone();
+    let after = if outcome.changed_paths.is_empty() {
+        with_loaded_members(conn, current, with_members)?
+    } else {
+        save(conn, current, doc, with_members)?
+    };
+    Ok(Written {
+        before: Some(before),
+        after: Some(after),
+        added,
+        removed,
+    })
+}
+
+fn with_loaded_members(
+    conn: &Connection,
+    mut record: Record,
+    with_members: bool,
+) -> Result<Record, StoreError> {
+    if with_members {
+        record.members = Some(members_of(conn, &record.id)?);
     }
-    remove_members(conn, id, &members.remove)?;
-    add_members(conn, id, &with_display(members.add, &members.display))?;
-    if outcome.changed_paths.is_empty() {
-        if with_members {
-            current.members = Some(members_of(conn, id)?);
-        }
-        return Ok(current);
-    }
-    save(conn, current, doc, with_members)
+    Ok(record)
 }
 
 pub(super) fn delete(
     conn: &Connection,
     id: &str,
     if_match: Option<&str>,
-) -> Result<(), StoreError> {
-    load_existing(conn, id, if_match)?;
+) -> Result<Written, StoreError> {
+    let current = load_existing(conn, id, if_match)?;
     conn.prepare_cached("DELETE FROM groups WHERE id = ?1")?
         .execute([id])?;
-    Ok(())
+    Ok(Written {
+        before: Some(current),
+        after: None,
+        added: Vec::new(),
+        removed: Vec::new(),
+    })
 }

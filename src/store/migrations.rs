@@ -6,9 +6,10 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// (version, SQL). Versions are consecutive from 1.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 INSERT INTO store_meta (key, value) VALUES ('schema', 'scim-relay');
 
@@ -57,7 +58,47 @@ CREATE TABLE tokens (
     revoked   TEXT
 ) STRICT;
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- The outbox: an append-only event log, and one delivery per (connector, event), both
+-- written in the transaction of the change that caused them.
+CREATE TABLE events (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            TEXT NOT NULL UNIQUE,
+    type          TEXT NOT NULL,
+    resource_type TEXT NOT NULL,
+    resource_id   TEXT NOT NULL,
+    -- The JSON envelope exactly as consumers receive it.
+    payload       TEXT NOT NULL,
+    time          TEXT NOT NULL
+) STRICT;
+CREATE INDEX events_resource ON events (resource_id, seq);
+
+CREATE TABLE deliveries (
+    id              TEXT PRIMARY KEY,
+    connector       TEXT NOT NULL,
+    event_seq       INTEGER NOT NULL REFERENCES events (seq),
+    resource_key    TEXT NOT NULL,
+    status          TEXT NOT NULL
+                    CHECK (status IN ('pending', 'in_flight', 'done', 'dead', 'discarded')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    -- Times are Unix milliseconds.
+    created_at      INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    lease_until     INTEGER,
+    last_attempt_at INTEGER,
+    last_status     INTEGER,
+    last_error      TEXT,
+    done_at         INTEGER
+) STRICT;
+CREATE INDEX deliveries_due ON deliveries (connector, status, next_attempt_at);
+CREATE INDEX deliveries_order ON deliveries (connector, resource_key, event_seq)
+    WHERE status IN ('pending', 'in_flight');
+"#,
+    ),
+];
 
 pub fn run(conn: &mut Connection) -> Result<(), StoreError> {
     conn.execute_batch(

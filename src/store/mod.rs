@@ -9,10 +9,12 @@
 
 mod groups;
 mod migrations;
+mod outbox;
 mod resources;
 mod tokens;
 mod users;
 
+pub use outbox::{now_ms, Claimed, ConnectorStatus, DeliveryFilter, DeliveryInfo, STATUSES};
 pub use resources::{ListQuery, Page};
 pub use tokens::{active_hashes, hash_token, TokenCache, TokenInfo};
 
@@ -25,6 +27,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::outbox::Fanout;
 use crate::scim::ScimError;
 
 /// Most writes one transaction takes; bounds a batch's latency under a flood.
@@ -96,11 +99,17 @@ pub struct Store {
     writes: mpsc::Sender<WriteJob>,
     reads: crossbeam_channel::Sender<ReadJob>,
     tokens: std::sync::Arc<TokenCache>,
+    /// Who wants which event: consulted while recording events, woken after commits.
+    fanout: std::sync::Arc<Fanout>,
 }
 
 impl Store {
     /// Opens (creating if needed) the database, runs migrations and starts the threads.
-    pub fn open(path: &Path, readers: usize) -> Result<Store, StoreError> {
+    pub fn open(
+        path: &Path,
+        readers: usize,
+        fanout: std::sync::Arc<Fanout>,
+    ) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
                 path: dir.to_path_buf(),
@@ -147,6 +156,7 @@ impl Store {
             writes: wtx,
             reads: rtx,
             tokens,
+            fanout,
         })
     }
 

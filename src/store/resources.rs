@@ -6,7 +6,10 @@ use std::cmp::Ordering;
 use rusqlite::Connection;
 use serde_json::Value;
 
+use super::outbox::record_events;
 use super::{groups, users, Store, StoreError};
+use crate::outbox::events::{group_events, memberships_ended, user_events};
+use crate::outbox::Fanout;
 use crate::scim::filter::{lookup, AttrPath, Filter};
 use crate::scim::patch::PatchOp;
 use crate::scim::resource::{if_match_allows, Record};
@@ -44,18 +47,97 @@ pub(super) fn check_if_match(current: &Record, if_match: Option<&str>) -> Result
     }
 }
 
+/// What a write did: the resource before and after (`None` where it did not exist), and
+/// for groups the member ids whose membership really changed. Events are derived from it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Written {
+    pub before: Option<Record>,
+    pub after: Option<Record>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl Written {
+    pub fn created(record: Record) -> Written {
+        Written {
+            after: Some(record),
+            ..Written::default()
+        }
+    }
+    pub fn updated(before: Record, after: Record) -> Written {
+        Written {
+            before: Some(before),
+            after: Some(after),
+            ..Written::default()
+        }
+    }
+    pub fn deleted(record: Record) -> Written {
+        Written {
+            before: Some(record),
+            ..Written::default()
+        }
+    }
+}
+
+/// Records the events of a write (in its transaction) and returns the record to answer with
+/// plus the connectors to wake once the transaction commits.
+fn record(
+    conn: &Connection,
+    fanout: &Fanout,
+    kind: ResourceKind,
+    written: Written,
+) -> Result<(Option<Record>, Vec<usize>), StoreError> {
+    let base = fanout.base_url.as_str();
+    let (before, after) = (written.before.as_ref(), written.after.as_ref());
+    let mut events = match kind {
+        ResourceKind::User => user_events(before, after, base),
+        ResourceKind::Group => group_events(before, after, &written.added, &written.removed, base),
+    };
+    if let (ResourceKind::User, Some(user), None) = (kind, before, after) {
+        // The deleted user's memberships ended with it (the rows cascaded).
+        let mut groups = Vec::new();
+        for g in &user.groups {
+            if let Some(group) = groups::load(conn, &g.id, false)? {
+                groups.push(group);
+            }
+        }
+        events.extend(memberships_ended(user, &groups, base));
+    }
+    let touched = record_events(conn, fanout, events)?;
+    Ok((written.after, touched))
+}
+
 impl Store {
+    /// Runs a write and its event recording in one transaction; wakes the connectors that got
+    /// deliveries once it is durable.
+    async fn write_resource<F>(
+        &self,
+        kind: ResourceKind,
+        f: F,
+    ) -> Result<Option<Record>, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<Written, StoreError> + Send + 'static,
+    {
+        let fanout = self.fanout.clone();
+        let (record, touched) = self
+            .write(move |conn| record(conn, &fanout, kind, f(conn)?))
+            .await?;
+        self.fanout.notify(&touched);
+        Ok(record)
+    }
+
     pub async fn create(
         &self,
         kind: ResourceKind,
         doc: Value,
         with_members: bool,
     ) -> Result<Record, StoreError> {
-        self.write(move |conn| match kind {
+        self.write_resource(kind, move |conn| match kind {
             ResourceKind::User => users::insert(conn, doc),
             ResourceKind::Group => groups::insert(conn, doc, with_members),
         })
-        .await
+        .await?
+        .ok_or(StoreError::Stopped)
     }
 
     pub async fn get(
@@ -80,13 +162,14 @@ impl Store {
         with_members: bool,
     ) -> Result<Record, StoreError> {
         let id = id.to_string();
-        self.write(move |conn| match kind {
+        self.write_resource(kind, move |conn| match kind {
             ResourceKind::User => users::replace(conn, &id, doc, if_match.as_deref()),
             ResourceKind::Group => {
                 groups::replace(conn, &id, doc, if_match.as_deref(), with_members)
             }
         })
-        .await
+        .await?
+        .ok_or(StoreError::Stopped)
     }
 
     pub async fn patch(
@@ -98,13 +181,14 @@ impl Store {
         with_members: bool,
     ) -> Result<Record, StoreError> {
         let id = id.to_string();
-        self.write(move |conn| match kind {
+        self.write_resource(kind, move |conn| match kind {
             ResourceKind::User => users::patch(conn, &id, &ops, if_match.as_deref()),
             ResourceKind::Group => {
                 groups::patch(conn, &id, &ops, if_match.as_deref(), with_members)
             }
         })
-        .await
+        .await?
+        .ok_or(StoreError::Stopped)
     }
 
     pub async fn delete(
@@ -114,11 +198,12 @@ impl Store {
         if_match: Option<String>,
     ) -> Result<(), StoreError> {
         let id = id.to_string();
-        self.write(move |conn| match kind {
+        self.write_resource(kind, move |conn| match kind {
             ResourceKind::User => users::delete(conn, &id, if_match.as_deref()),
             ResourceKind::Group => groups::delete(conn, &id, if_match.as_deref()),
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     pub async fn list(&self, kind: ResourceKind, query: ListQuery) -> Result<Page, StoreError> {
@@ -291,8 +376,13 @@ fn list(conn: &Connection, kind: ResourceKind, q: &ListQuery) -> Result<Page, St
         ResourceKind::User => "groups",
         ResourceKind::Group => "members",
     };
-    let derived_first = q.filter.as_ref().is_some_and(|f| filter_mentions(f, derived))
-        || q.sort_by.as_ref().is_some_and(|p| p.name.eq_ignore_ascii_case(derived));
+    let derived_first = q
+        .filter
+        .as_ref()
+        .is_some_and(|f| filter_mentions(f, derived))
+        || q.sort_by
+            .as_ref()
+            .is_some_and(|p| p.name.eq_ignore_ascii_case(derived));
     let mut matched = Vec::new();
     for mut record in candidates {
         if derived_first {

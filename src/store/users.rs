@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
-use super::resources::{attach_derived, read_rows};
+use super::resources::{attach_derived, read_rows, Written};
 use super::{now_rfc3339, StoreError};
 use crate::scim::patch::{apply_patch, PatchOp};
 use crate::scim::resource::{GroupRef, Record};
@@ -62,7 +62,7 @@ fn ensure_user_name_free(
     }
 }
 
-pub(super) fn insert(conn: &Connection, doc: Value) -> Result<Record, StoreError> {
+pub(super) fn insert(conn: &Connection, doc: Value) -> Result<Written, StoreError> {
     let cols = columns(&doc)?;
     ensure_user_name_free(conn, &cols.user_name_key, None)?;
     // Time-ordered ids append to the primary-key index instead of rewriting random pages.
@@ -81,7 +81,7 @@ pub(super) fn insert(conn: &Connection, doc: Value) -> Result<Record, StoreError
         serde_json::to_string(&doc)?,
         now
     ])?;
-    Ok(Record {
+    Ok(Written::created(Record {
         kind: ResourceKind::User,
         id,
         doc,
@@ -90,13 +90,12 @@ pub(super) fn insert(conn: &Connection, doc: Value) -> Result<Record, StoreError
         last_modified: now,
         groups: Vec::new(),
         members: None,
-    })
+    }))
 }
 
 /// Loads a user with its derived `groups`.
 pub(super) fn load(conn: &Connection, id: &str) -> Result<Option<Record>, StoreError> {
-    let Some(mut record) = read_rows(conn, ResourceKind::User, "WHERE id = ?1", [id])?.pop()
-    else {
+    let Some(mut record) = read_rows(conn, ResourceKind::User, "WHERE id = ?1", [id])?.pop() else {
         return Ok(None);
     };
     attach_derived(conn, &mut record, false)?;
@@ -157,12 +156,14 @@ pub(super) fn replace(
     id: &str,
     doc: Value,
     if_match: Option<&str>,
-) -> Result<Record, StoreError> {
+) -> Result<Written, StoreError> {
     let current = load_existing(conn, id, if_match)?;
-    if current.doc == doc {
-        return Ok(current);
-    }
-    update(conn, current, doc)
+    let after = if current.doc == doc {
+        current.clone()
+    } else {
+        update(conn, current.clone(), doc)?
+    };
+    Ok(Written::updated(current, after))
 }
 
 pub(super) fn patch(
@@ -170,7 +171,7 @@ pub(super) fn patch(
     id: &str,
     ops: &[PatchOp],
     if_match: Option<&str>,
-) -> Result<Record, StoreError> {
+) -> Result<Written, StoreError> {
     let current = load_existing(conn, id, if_match)?;
     let mut doc = current.doc.clone();
     // With the id in view, a PATCH value that names another id is refused (mutability);
@@ -179,19 +180,21 @@ pub(super) fn patch(
         obj.insert("id".into(), Value::String(current.id.clone()));
     }
     let outcome = apply_patch(ResourceKind::User, &mut doc, ops)?;
-    if outcome.changed_paths.is_empty() {
-        return Ok(current);
-    }
-    update(conn, current, doc)
+    let after = if outcome.changed_paths.is_empty() {
+        current.clone()
+    } else {
+        update(conn, current.clone(), doc)?
+    };
+    Ok(Written::updated(current, after))
 }
 
 pub(super) fn delete(
     conn: &Connection,
     id: &str,
     if_match: Option<&str>,
-) -> Result<(), StoreError> {
-    load_existing(conn, id, if_match)?;
+) -> Result<Written, StoreError> {
+    let current = load_existing(conn, id, if_match)?;
     conn.prepare_cached("DELETE FROM users WHERE id = ?1")?
         .execute([id])?;
-    Ok(())
+    Ok(Written::deleted(current))
 }

@@ -1,0 +1,139 @@
+//! The webhook connector: POSTs each event's envelope as JSON, signed per the Standard
+//! Webhooks spec (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+
+use super::signing::{parse_secrets, sign, Secret};
+use super::Limits;
+use crate::config::{Config, ConfigError, ConnectorConfig};
+use crate::outbox::policy::{classify, parse_retry_after, Outcome};
+use crate::store::{now_ms, Claimed};
+
+/// How much of a failing response body is kept for the operator.
+const ERROR_BODY_LIMIT: usize = 1024;
+
+pub struct WebhookConnector {
+    pub name: String,
+    pub limits: Limits,
+    url: reqwest::Url,
+    secrets: Vec<Secret>,
+    headers: HeaderMap,
+    client: reqwest::Client,
+}
+
+impl WebhookConnector {
+    pub fn new(
+        config: &Config,
+        index: usize,
+        c: &ConnectorConfig,
+    ) -> Result<WebhookConnector, ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Value {
+            file: config.file.clone(),
+            key: format!("connectors[{index}].{key}"),
+            message,
+        };
+        let secrets = parse_secrets(&c.secret(config, index)?)
+            .map_err(|e| bad("secret_env", format!("connector {:?}: {e}", c.name)))?;
+        let url = reqwest::Url::parse(&c.url).map_err(|e| bad("url", e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        for (k, v) in &c.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| bad("headers", format!("{k:?}: {e}")))?;
+            let value =
+                HeaderValue::from_str(v).map_err(|e| bad("headers", format!("{k:?}: {e}")))?;
+            headers.insert(name, value);
+        }
+        let timeout = Duration::from_millis(c.timeout_ms);
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            // A signed payload goes to the configured URL only; a redirect is a failure.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(c.concurrency)
+            .user_agent(concat!("scim-relay/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| bad("url", format!("cannot build HTTP client: {e}")))?;
+        Ok(WebhookConnector {
+            name: c.name.clone(),
+            limits: Limits {
+                concurrency: c.concurrency,
+                rate_limit: c.rate_limit,
+                timeout,
+                retry: c.retry.clone(),
+            },
+            url,
+            secrets,
+            headers,
+            client,
+        })
+    }
+
+    pub async fn deliver(&self, d: &Claimed) -> Outcome {
+        // Each attempt is signed afresh with its own timestamp (receivers reject stale ones).
+        let timestamp = now_ms() / 1000;
+        let signature = sign(&self.secrets, &d.id, timestamp, d.payload.as_bytes());
+        let request = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header("webhook-id", &d.id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(d.payload.clone());
+        let mut response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Retry {
+                    status: None,
+                    error: describe(&e),
+                    retry_after_ms: None,
+                }
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, now_ms()));
+        let body = if response.status().is_success() {
+            String::new()
+        } else {
+            read_capped(&mut response).await
+        };
+        classify(status, &body, retry_after)
+    }
+}
+
+async fn read_capped(response: &mut reqwest::Response) -> String {
+    let mut buf = Vec::new();
+    while buf.len() < ERROR_BODY_LIMIT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    buf.truncate(ERROR_BODY_LIMIT);
+    String::from_utf8_lossy(&buf).trim().to_string()
+}
+
+/// A network error in words an operator can act on (never the payload or headers).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = format!("{detail}: {s}");
+        source = s.source();
+    }
+    format!("{kind}: {detail}")
+}

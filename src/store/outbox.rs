@@ -1,0 +1,440 @@
+//! The outbox tables: the append-only event log and one delivery row per (connector, event).
+//!
+//! Events and their deliveries are written inside the same transaction as the resource
+//! change that caused them, so a change the IdP saw acknowledged always has its deliveries,
+//! and a change that rolled back has none. Delivery state moves pending → in_flight (claimed
+//! with a lease) → done, or back to pending with a later `next_attempt_at`, or to dead.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{Store, StoreError};
+use crate::outbox::events::NewEvent;
+use crate::outbox::Fanout;
+use crate::scim::ScimError;
+
+/// Milliseconds since the Unix epoch: delivery times are compared and computed in SQL.
+pub fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0),
+    )
+    .unwrap_or(i64::MAX)
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Records the events and a delivery for each connector that wants each one; returns the
+/// indexes (in `fanout`) of the connectors that got work, to wake them after the commit.
+pub(super) fn record_events(
+    conn: &Connection,
+    fanout: &Fanout,
+    events: Vec<NewEvent>,
+) -> Result<Vec<usize>, StoreError> {
+    let mut touched = Vec::new();
+    if events.is_empty() {
+        return Ok(touched);
+    }
+    let now = now_ms();
+    let time = super::now_rfc3339();
+    let mut insert_event = conn.prepare_cached(
+        "INSERT INTO events (id, type, resource_type, resource_id, payload, time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut insert_delivery = conn.prepare_cached(
+        "INSERT INTO deliveries (id, connector, event_seq, resource_key, status, created_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
+    )?;
+    for event in events {
+        let id = new_id("evt");
+        let payload = serde_json::to_string(&event.envelope(&id, &time))?;
+        insert_event.execute(params![
+            id,
+            event.event_type.as_str(),
+            event.kind.name(),
+            event.resource_id,
+            payload,
+            time
+        ])?;
+        let seq = conn.last_insert_rowid();
+        let resource_key = format!("{}/{}", event.kind.name(), event.resource_id);
+        for index in fanout.targets(&event) {
+            insert_delivery.execute(params![
+                new_id("msg"),
+                fanout.name(index),
+                seq,
+                resource_key,
+                now
+            ])?;
+            if !touched.contains(&index) {
+                touched.push(index);
+            }
+        }
+    }
+    Ok(touched)
+}
+
+/// A delivery claimed for sending.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The delivery id: the webhook's `webhook-id`, stable across retries.
+    pub id: String,
+    pub event_seq: i64,
+    /// Attempts including this one.
+    pub attempts: u32,
+    pub created_at: i64,
+    pub payload: String,
+}
+
+/// Everything an operator sees of one delivery.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliveryInfo {
+    pub id: String,
+    pub connector: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub resource: String,
+    pub status: String,
+    pub attempts: u32,
+    pub created_at: i64,
+    pub next_attempt_at: i64,
+    pub last_attempt_at: Option<i64>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub done_at: Option<i64>,
+}
+
+/// Per-connector figures for `scim-relay status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ConnectorStatus {
+    pub connector: String,
+    pub pending: u64,
+    pub in_flight: u64,
+    pub done: u64,
+    pub dead: u64,
+    pub oldest_pending_at: Option<i64>,
+    pub last_success_at: Option<i64>,
+    pub last_error_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Which deliveries `deliveries list` shows.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub connector: Option<String>,
+    pub status: Option<String>,
+    /// A resource id (user or group).
+    pub resource: Option<String>,
+    pub limit: usize,
+}
+
+pub const STATUSES: [&str; 5] = ["pending", "in_flight", "done", "dead", "discarded"];
+
+const INFO_COLUMNS: &str = "d.id, d.connector, e.id, e.type, d.resource_key, d.status, d.attempts,
+     d.created_at, d.next_attempt_at, d.last_attempt_at, d.last_status, d.last_error, d.done_at";
+
+fn info_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryInfo> {
+    Ok(DeliveryInfo {
+        id: r.get(0)?,
+        connector: r.get(1)?,
+        event_id: r.get(2)?,
+        event_type: r.get(3)?,
+        resource: r.get(4)?,
+        status: r.get(5)?,
+        attempts: r.get(6)?,
+        created_at: r.get(7)?,
+        next_attempt_at: r.get(8)?,
+        last_attempt_at: r.get(9)?,
+        last_status: r.get(10)?,
+        last_error: r.get(11)?,
+        done_at: r.get(12)?,
+    })
+}
+
+impl Store {
+    /// Returns deliveries left in flight by a previous run (a crash or kill) to the queue.
+    pub async fn release_in_flight(&self) -> Result<usize, StoreError> {
+        self.write(|conn| {
+            Ok(conn.execute(
+                "UPDATE deliveries SET status = 'pending', lease_until = NULL WHERE status = 'in_flight'",
+                [],
+            )?)
+        })
+        .await
+    }
+
+    /// Claims up to `limit` due deliveries of a connector, oldest event first, at most one per
+    /// resource at a time (a later event waits while an earlier one is pending or in flight).
+    pub async fn claim(
+        &self,
+        connector: &str,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let connector = connector.to_string();
+        self.write(move |conn| {
+            let now = now_ms();
+            let mut stmt = conn.prepare_cached(
+                "UPDATE deliveries SET status = 'in_flight', lease_until = ?3, attempts = attempts + 1
+                 WHERE id IN (
+                   SELECT d.id FROM deliveries d
+                   WHERE d.connector = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
+                     AND NOT EXISTS (
+                       SELECT 1 FROM deliveries e
+                       WHERE e.connector = d.connector AND e.resource_key = d.resource_key
+                         AND e.status IN ('pending', 'in_flight') AND e.event_seq < d.event_seq)
+                   ORDER BY d.event_seq LIMIT ?4)
+                 RETURNING id, event_seq, attempts, created_at",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        connector,
+                        now,
+                        now.saturating_add(lease_ms),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    |r| {
+                        Ok(Claimed {
+                            id: r.get(0)?,
+                            event_seq: r.get(1)?,
+                            attempts: r.get(2)?,
+                            created_at: r.get(3)?,
+                            payload: String::new(),
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut payload = conn.prepare_cached("SELECT payload FROM events WHERE seq = ?1")?;
+            let mut claimed = Vec::with_capacity(rows.len());
+            for mut c in rows {
+                c.payload = payload.query_row([c.event_seq], |r| r.get(0))?;
+                claimed.push(c);
+            }
+            claimed.sort_by_key(|c| c.event_seq);
+            Ok(claimed)
+        })
+        .await
+    }
+
+    /// When the connector's next pending delivery is due, if it has one.
+    pub async fn next_due(&self, connector: &str) -> Result<Option<i64>, StoreError> {
+        let connector = connector.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT MIN(next_attempt_at) FROM deliveries WHERE connector = ?1 AND status = 'pending'",
+                )?
+                .query_row([connector], |r| r.get::<_, Option<i64>>(0))?)
+        })
+        .await
+    }
+
+    pub async fn mark_delivered(&self, id: &str, status: u16) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.write(move |conn| {
+            let now = now_ms();
+            conn.prepare_cached(
+                "UPDATE deliveries SET status = 'done', lease_until = NULL, last_attempt_at = ?2,
+                 done_at = ?2, last_status = ?3, last_error = NULL WHERE id = ?1",
+            )?
+            .execute(params![id, now, status])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records a failed attempt: pending again at `next_attempt_at`, or dead when `None`.
+    pub async fn mark_failed(
+        &self,
+        id: &str,
+        status: Option<u16>,
+        error: &str,
+        next_attempt_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let id = id.to_string();
+        let error = truncate(error, 2048);
+        self.write(move |conn| {
+            let now = now_ms();
+            let (state, next) = match next_attempt_at {
+                Some(at) => ("pending", at),
+                None => ("dead", now),
+            };
+            conn.prepare_cached(
+                "UPDATE deliveries SET status = ?2, next_attempt_at = ?3, lease_until = NULL,
+                 last_attempt_at = ?4, last_status = ?5, last_error = ?6 WHERE id = ?1",
+            )?
+            .execute(params![id, state, next, now, status, error])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn connector_status(
+        &self,
+        connectors: Vec<String>,
+    ) -> Result<Vec<ConnectorStatus>, StoreError> {
+        self.read(move |conn| {
+            let mut out = Vec::new();
+            for name in connectors {
+                let mut s = ConnectorStatus {
+                    connector: name.clone(),
+                    ..Default::default()
+                };
+                let mut counts = conn.prepare_cached(
+                    "SELECT status, COUNT(*) FROM deliveries WHERE connector = ?1 GROUP BY status",
+                )?;
+                let rows = counts.query_map([&name], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })?;
+                for row in rows {
+                    let (status, n) = row?;
+                    let n = u64::try_from(n).unwrap_or(0);
+                    match status.as_str() {
+                        "pending" => s.pending = n,
+                        "in_flight" => s.in_flight = n,
+                        "done" => s.done = n,
+                        "dead" => s.dead = n,
+                        _ => {}
+                    }
+                }
+                s.oldest_pending_at = conn
+                    .prepare_cached(
+                        "SELECT MIN(created_at) FROM deliveries WHERE connector = ?1 AND status IN ('pending', 'in_flight')",
+                    )?
+                    .query_row([&name], |r| r.get(0))?;
+                s.last_success_at = conn
+                    .prepare_cached(
+                        "SELECT MAX(done_at) FROM deliveries WHERE connector = ?1 AND status = 'done'",
+                    )?
+                    .query_row([&name], |r| r.get(0))?;
+                if let Some((at, err)) = conn
+                    .prepare_cached(
+                        "SELECT last_attempt_at, last_error FROM deliveries
+                         WHERE connector = ?1 AND last_error IS NOT NULL
+                         ORDER BY last_attempt_at DESC LIMIT 1",
+                    )?
+                    .query_row([&name], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?
+                {
+                    s.last_error_at = at;
+                    s.last_error = err;
+                }
+                out.push(s);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn list_deliveries(
+        &self,
+        filter: DeliveryFilter,
+    ) -> Result<Vec<DeliveryInfo>, StoreError> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {INFO_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                 WHERE (?1 IS NULL OR d.connector = ?1) AND (?2 IS NULL OR d.status = ?2)
+                   AND (?3 IS NULL OR e.resource_id = ?3)
+                 ORDER BY d.event_seq DESC, d.connector LIMIT ?4"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![
+                    filter.connector,
+                    filter.status,
+                    filter.resource,
+                    i64::try_from(filter.limit).unwrap_or(i64::MAX)
+                ],
+                info_row,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// One delivery with the exact payload it sends.
+    pub async fn show_delivery(&self, id: &str) -> Result<(DeliveryInfo, String), StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {INFO_COLUMNS}, e.payload FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                 WHERE d.id = ?1"
+            );
+            conn.prepare_cached(&sql)?
+                .query_row([&id], |r| Ok((info_row(r)?, r.get::<_, String>(13)?)))
+                .optional()?
+                .ok_or_else(|| ScimError::not_found(format!("no delivery {id:?}")).into())
+        })
+        .await
+    }
+
+    /// Queues dead (or discarded) deliveries again, now. `ids` empty with `all_dead` set
+    /// retries every dead delivery of `connector`. Returns how many were queued.
+    pub async fn retry_deliveries(
+        &self,
+        ids: Vec<String>,
+        all_dead_of: Option<String>,
+    ) -> Result<usize, StoreError> {
+        self.write(move |conn| {
+            let now = now_ms();
+            let mut n = 0;
+            if let Some(connector) = all_dead_of {
+                n += conn.execute(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, created_at = ?2
+                     WHERE connector = ?1 AND status = 'dead'",
+                    params![connector, now],
+                )?;
+            }
+            for id in ids {
+                let changed = conn.execute(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, created_at = ?2
+                     WHERE id = ?1 AND status IN ('dead', 'discarded', 'pending')",
+                    params![id, now],
+                )?;
+                if changed == 0 {
+                    return Err(ScimError::not_found(format!(
+                        "no dead, discarded or pending delivery {id:?}"
+                    ))
+                    .into());
+                }
+                n += changed;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Gives up on deliveries (pending or dead): they are kept, marked discarded.
+    pub async fn discard_deliveries(&self, ids: Vec<String>) -> Result<usize, StoreError> {
+        self.write(move |conn| {
+            let mut n = 0;
+            for id in ids {
+                let changed = conn.execute(
+                    "UPDATE deliveries SET status = 'discarded', lease_until = NULL
+                     WHERE id = ?1 AND status IN ('pending', 'dead')",
+                    [&id],
+                )?;
+                if changed == 0 {
+                    return Err(ScimError::not_found(format!(
+                        "no pending or dead delivery {id:?}"
+                    ))
+                    .into());
+                }
+                n += changed;
+            }
+            Ok(n)
+        })
+        .await
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", s.get(..cut).unwrap_or("")),
+        None => s.to_string(),
+    }
+}
