@@ -3,14 +3,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
 use scim_relay::config::{Config, LogFormat};
-use scim_relay::outbox::Fanout;
 use scim_relay::server;
-use scim_relay::store::Store;
+use scim_relay::store::DeliveryFilter;
+
+mod cli;
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +48,51 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Per connector: deliveries pending, in flight, done and dead; last success and error.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect, retry or discard deliveries (the dead-letter list is `--status dead`).
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeliveriesCommand {
+    /// List deliveries, newest first.
+    List {
+        #[arg(long)]
+        connector: Option<String>,
+        /// pending, in_flight, done, dead or discarded.
+        #[arg(long)]
+        status: Option<String>,
+        /// A user or group id.
+        #[arg(long)]
+        resource: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one delivery with the exact payload it sends.
+    Show { id: String },
+    /// Queue deliveries again now: by id, or every dead one of a connector.
+    Retry {
+        ids: Vec<String>,
+        #[arg(long, requires = "connector")]
+        all_dead: bool,
+        #[arg(long)]
+        connector: Option<String>,
+    },
+    /// Give up on deliveries (kept, marked discarded).
+    Discard {
+        #[arg(required = true)]
+        ids: Vec<String>,
     },
 }
 
@@ -107,6 +152,31 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Token { command } => token_command(&config, command).await,
+            Command::Status { json } => cli::status(&config, json).await,
+            Command::Deliveries { command } => match command {
+                DeliveriesCommand::List {
+                    connector,
+                    status,
+                    resource,
+                    limit,
+                    json,
+                } => {
+                    let filter = DeliveryFilter {
+                        connector,
+                        status,
+                        resource,
+                        limit,
+                    };
+                    cli::list_deliveries(&config, filter, json).await
+                }
+                DeliveriesCommand::Show { id } => cli::show_delivery(&config, &id).await,
+                DeliveriesCommand::Retry {
+                    ids,
+                    all_dead,
+                    connector,
+                } => cli::retry(&config, ids, all_dead.then_some(connector).flatten()).await,
+                DeliveriesCommand::Discard { ids } => cli::discard(&config, ids).await,
+            },
         }
     });
     match result {
@@ -119,8 +189,7 @@ fn main() -> ExitCode {
 }
 
 async fn token_command(config: &Config, command: TokenCommand) -> Result<(), String> {
-    let store = Store::open(&config.database_path(), 1, Arc::new(Fanout::none()))
-        .map_err(|e| e.to_string())?;
+    let store = cli::open_store(config)?;
     match command {
         TokenCommand::Create { name } => {
             let (info, token) = store.create_token(&name).await.map_err(|e| e.to_string())?;

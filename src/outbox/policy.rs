@@ -86,8 +86,8 @@ pub fn backoff_ms(policy: &RetryConfig, attempt: u32, unit: f64) -> u64 {
 }
 
 /// When to try a failed delivery again, or `None` when it has been failing for longer than
-/// the policy's give-up age (it is then dead). A target's `Retry-After` wins over backoff
-/// but is capped at `max_ms`.
+/// the policy's give-up age (it is then dead). A target's `Retry-After` wins over backoff;
+/// it is capped at an hour (or `max_ms`, if longer) so a bogus value cannot park a delivery.
 pub fn next_attempt_at(
     policy: &RetryConfig,
     created_at_ms: i64,
@@ -102,7 +102,7 @@ pub fn next_attempt_at(
         return None;
     }
     let delay = match retry_after_ms {
-        Some(ms) => ms.min(policy.max_ms),
+        Some(ms) => ms.min(policy.max_ms.max(3_600_000)),
         None => backoff_ms(policy, attempt, unit),
     };
     Some(now_ms.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX)))
@@ -185,7 +185,11 @@ mod tests {
         assert_eq!(next_attempt_at(&p, 0, 10_000, 1, None, 0.5), Some(10_500));
         assert_eq!(
             next_attempt_at(&p, 0, 10_000, 1, Some(120_000), 0.5),
-            Some(70_000)
+            Some(130_000)
+        );
+        assert_eq!(
+            next_attempt_at(&p, 0, 0, 1, Some(u64::MAX), 0.5),
+            Some(3_600_000)
         );
         assert_eq!(next_attempt_at(&p, 0, 3_600_000, 1, None, 0.5), None);
     }

@@ -39,9 +39,9 @@ impl TestServer {
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"db/test.db\"\n[auth]\ntoken_file = \"token\"\n{extra}"
         );
-        let config =
-            scim_relay::config::Config::parse(&text, "test.toml", dir.path().to_path_buf())
-                .expect("test config is valid");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).expect("config file");
+        let config = scim_relay::config::Config::load(&path).expect("test config is valid");
         let running = scim_relay::server::start(&config)
             .await
             .expect("server starts");
@@ -65,6 +65,10 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
         }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -178,4 +182,32 @@ pub fn q(filter: &str) -> String {
         }
     }
     out
+}
+
+pub mod receiver;
+
+/// A fresh Standard Webhooks secret (`whsec_` + base64 of 32 bytes).
+pub fn new_secret() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+/// A `[[connectors]]` table for a webhook at `url`, its secret in a file under `dir`.
+pub fn webhook_connector(
+    dir: &std::path::Path,
+    name: &str,
+    url: &str,
+    secret: &str,
+    extra: &str,
+) -> String {
+    let file = dir.join(format!("{name}.secret"));
+    std::fs::write(&file, secret).expect("secret file");
+    format!(
+        "[[connectors]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret_file = \"{}\"\n{extra}\n",
+        file.display()
+    )
 }
