@@ -64,7 +64,7 @@ TOML
 closing() {
   local passed=0 failed=1
   if [ -s "$work/counts" ]; then read -r passed failed < "$work/counts"; fi
-  echo "webhook signatures (standardwebhooks): $passed passed, $failed failed"
+  echo "standardwebhooks: $passed passed, $failed failed"
 }
 show_logs() {
   echo "--- webhook checker ---"; cat "$work/checker.log" 2>/dev/null || true

@@ -47,7 +47,7 @@ const TOLERANCE_SECS: i64 = 300;
     name = "webhook_receiver",
     about = "Receive and verify scim-relay's signed webhook events"
 )]
-#[command(group(ArgGroup::new("key").required(true).args(["secret_env", "secret"])))]
+#[command(group(ArgGroup::new("key").required(true).args(["secret_env", "secret_file", "secret"])))]
 struct Args {
     /// Address to listen on (port 0 picks a free port; the address is printed on stderr).
     #[arg(long, default_value = "127.0.0.1:9000")]
@@ -55,6 +55,9 @@ struct Args {
     /// Name of the environment variable holding the `whsec_...` secret(s).
     #[arg(long, value_name = "VAR")]
     secret_env: Option<String>,
+    /// File holding the `whsec_...` secret(s), like a connector's `secret_file`.
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<std::path::PathBuf>,
     /// The `whsec_...` secret(s) themselves (for tests).
     #[arg(long, value_name = "WHSEC")]
     secret: Option<String>,
@@ -120,6 +123,11 @@ async fn main() -> ExitCode {
 /// The secrets from `--secret` or from the variable `--secret-env` names. Errors name the
 /// variable, never its value.
 fn load_secrets(args: &Args) -> Result<Vec<Secret>, String> {
+    if let Some(path) = &args.secret_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        return signing::parse_secrets(&text).map_err(|e| format!("{}: {e}", path.display()));
+    }
     let (text, source) = match (&args.secret, &args.secret_env) {
         (Some(text), _) => (text.clone(), "--secret".to_string()),
         (None, Some(var)) => match std::env::var(var) {
@@ -131,7 +139,9 @@ fn load_secrets(args: &Args) -> Result<Vec<Secret>, String> {
                 return Err(format!("environment variable {var} is not valid UTF-8"))
             }
         },
-        (None, None) => return Err("give --secret-env VAR or --secret WHSEC".into()),
+        (None, None) => {
+            return Err("give --secret-env VAR, --secret-file PATH or --secret WHSEC".into())
+        }
     };
     signing::parse_secrets(&text).map_err(|e| format!("{source}: {e}"))
 }

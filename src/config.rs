@@ -344,6 +344,15 @@ impl Config {
                 ));
             }
             for (name, value) in &c.headers {
+                let lower = name.to_ascii_lowercase();
+                if lower.starts_with("webhook-")
+                    || matches!(lower.as_str(), "content-type" | "content-length" | "host")
+                {
+                    return Err(bad(
+                        &key("headers"),
+                        &format!("{name:?} is set by scim-relay itself and cannot be configured"),
+                    ));
+                }
                 if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
                     || reqwest::header::HeaderValue::from_str(value).is_err()
                 {
@@ -580,6 +589,53 @@ mod tests {
         assert_eq!(
             c.configured_token().expect("readable").as_deref(),
             Some("s3cret")
+        );
+    }
+
+    fn connector(extra: &str) -> String {
+        format!(
+            "[[connectors]]\nname = \"hooks\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9000/e\"\nsecret_env = \"X\"\n{extra}\n"
+        )
+    }
+
+    #[test]
+    fn connectors_are_validated_with_their_index_in_the_key() {
+        let c = parse(&connector(
+            "events = [\"user.*\"]\nscope = 'active eq true'",
+        ))
+        .expect("valid");
+        assert_eq!(c.connectors[0].events, ["user.*"]);
+        assert_eq!(c.connectors[0].retry, RetryConfig::default());
+        for (extra, key) in [
+            ("events = [\"users.*\"]", "connectors[0].events"),
+            ("scope = 'active eq'", "connectors[0].scope"),
+            ("concurrency = 0", "connectors[0].concurrency"),
+            (
+                "headers = { \"webhook-id\" = \"x\" }",
+                "connectors[0].headers",
+            ),
+            (
+                "[connectors.retry]\ninitial_ms = 10\nmax_ms = 5",
+                "connectors[0].retry",
+            ),
+        ] {
+            let err = parse(&connector(extra)).expect_err(extra).to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+        let twice = format!("{}{}", connector(""), connector(""));
+        assert!(parse(&twice)
+            .expect_err("duplicate")
+            .to_string()
+            .contains("used twice"));
+        let no_secret = "[[connectors]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"http://x/\"\n";
+        let err = parse(no_secret).expect_err("secret").to_string();
+        assert!(err.contains("connectors[0].secret_env"), "{err}");
+        let err = parse(&connector("colour = \"red\""))
+            .expect_err("unknown")
+            .to_string();
+        assert!(
+            err.contains("test.toml:6:") && err.contains("colour"),
+            "{err}"
         );
     }
 }

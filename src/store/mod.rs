@@ -284,8 +284,22 @@ fn run_batch(conn: &Connection, batch: &mut Vec<WriteJob>) {
         }
         return;
     }
-    let completions: Vec<Completion> = batch.drain(..).map(|job| job(Some(conn))).collect();
-    let committed = conn.execute_batch("COMMIT");
+    let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+    let mut panicked = false;
+    for job in batch.drain(..) {
+        // A bug in one job must not take the writer thread (and so every later write) down:
+        // the batch is rolled back and its callers get an error instead.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(conn)))) {
+            Ok(done) => completions.push(done),
+            Err(_) => panicked = true,
+        }
+    }
+    let committed = if panicked {
+        tracing::error!("a write panicked; its whole batch is rolled back");
+        Err(rusqlite::Error::InvalidQuery)
+    } else {
+        conn.execute_batch("COMMIT")
+    };
     match committed {
         Ok(()) => {
             for done in completions {
