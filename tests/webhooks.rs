@@ -428,3 +428,32 @@ async fn a_rejected_delivery_is_dead_lettered_and_replayed_from_the_cli() {
     assert_eq!(shown["payload"]["type"], "user.created");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_spaces_deliveries_out() {
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let secret = new_secret();
+    let s = TestServer::start_with(&webhook_connector(
+        secrets.path(),
+        "limited",
+        &receiver.url,
+        &secret,
+        "rate_limit = 20",
+    ))
+    .await;
+    for i in 0..30 {
+        s.create_user(&format!("r{i}@example.com")).await;
+    }
+    receiver
+        .wait_for("30 events", Duration::from_secs(20), |got| got.len() >= 30)
+        .await;
+    let got = receiver.accepted();
+    let span = got[29].at.duration_since(got[0].at);
+    // A bucket of 20 allows a burst of 20; the other 10 need half a second at 20/s.
+    assert!(
+        span >= Duration::from_millis(400),
+        "30 deliveries within {span:?} at 20/s"
+    );
+    s.stop().await;
+}
