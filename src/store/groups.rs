@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
-use super::resources::{attach_derived, read_rows, Written};
+use super::resources::{attach_derived, patched, read_rows, Written};
 use super::{now_rfc3339, StoreError};
-use crate::scim::patch::{apply_patch, PatchOp};
+use crate::scim::patch::PatchOp;
 use crate::scim::resource::{MemberRef, Record};
 use crate::scim::{ResourceKind, ScimError};
 
@@ -265,10 +265,7 @@ fn save(
     ])?;
     current.doc = doc;
     current.last_modified = now;
-    if with_members {
-        current.members = Some(members_of(conn, &current.id)?);
-    }
-    Ok(current)
+    with_loaded_members(conn, current, with_members)
 }
 
 pub(super) fn replace(
@@ -303,13 +300,7 @@ pub(super) fn patch(
     with_members: bool,
 ) -> Result<Written, StoreError> {
     let current = load_existing(conn, id, if_match)?;
-    let mut doc = current.doc.clone();
-    // With the id in view, a PATCH value that names another id is refused (mutability);
-    // apply_patch returns the document without it.
-    if let Some(obj) = doc.as_object_mut() {
-        obj.insert("id".into(), Value::String(current.id.clone()));
-    }
-    let outcome = apply_patch(ResourceKind::Group, &mut doc, ops)?;
+    let (doc, outcome) = patched(&current, ops)?;
     let changes = outcome.members;
     let (mut added, mut removed) = match changes.replace_all {
         Some(all) => set_members(conn, id, &with_display(all, &changes.display))?,
@@ -354,10 +345,5 @@ pub(super) fn delete(
     let current = load_existing(conn, id, if_match)?;
     conn.prepare_cached("DELETE FROM groups WHERE id = ?1")?
         .execute([id])?;
-    Ok(Written {
-        before: Some(current),
-        after: None,
-        added: Vec::new(),
-        removed: Vec::new(),
-    })
+    Ok(Written::deleted(current))
 }

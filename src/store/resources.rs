@@ -11,7 +11,7 @@ use super::{groups, users, Store, StoreError};
 use crate::outbox::events::{group_events, memberships_ended, user_events};
 use crate::outbox::Fanout;
 use crate::scim::filter::{lookup, AttrPath, Filter};
-use crate::scim::patch::PatchOp;
+use crate::scim::patch::{apply_patch, PatchOp, PatchOutcome};
 use crate::scim::resource::{if_match_allows, Record};
 use crate::scim::{schema, ResourceKind, ScimError};
 
@@ -77,6 +77,21 @@ impl Written {
             ..Written::default()
         }
     }
+}
+
+/// The record's document with a PATCH applied (on a copy; the record is untouched).
+pub(super) fn patched(
+    current: &Record,
+    ops: &[PatchOp],
+) -> Result<(Value, PatchOutcome), StoreError> {
+    let mut doc = current.doc.clone();
+    // With the id in view, a PATCH value that names another id is refused (mutability);
+    // apply_patch returns the document without it.
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert("id".into(), Value::String(current.id.clone()));
+    }
+    let outcome = apply_patch(current.kind, &mut doc, ops)?;
+    Ok((doc, outcome))
 }
 
 /// Records the events of a write (in its transaction) and returns the record to answer with

@@ -4,9 +4,9 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
-use super::resources::{attach_derived, read_rows, Written};
+use super::resources::{attach_derived, patched, read_rows, Written};
 use super::{now_rfc3339, StoreError};
-use crate::scim::patch::{apply_patch, PatchOp};
+use crate::scim::patch::PatchOp;
 use crate::scim::resource::{GroupRef, Record};
 use crate::scim::{ResourceKind, ScimError};
 
@@ -173,13 +173,7 @@ pub(super) fn patch(
     if_match: Option<&str>,
 ) -> Result<Written, StoreError> {
     let current = load_existing(conn, id, if_match)?;
-    let mut doc = current.doc.clone();
-    // With the id in view, a PATCH value that names another id is refused (mutability);
-    // apply_patch returns the document without it.
-    if let Some(obj) = doc.as_object_mut() {
-        obj.insert("id".into(), Value::String(current.id.clone()));
-    }
-    let outcome = apply_patch(ResourceKind::User, &mut doc, ops)?;
+    let (doc, outcome) = patched(&current, ops)?;
     let after = if outcome.changed_paths.is_empty() {
         current.clone()
     } else {
