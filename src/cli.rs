@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use scim_relay::config::Config;
+use scim_relay::config::{Config, ConnectorConfig, ConnectorKind};
 use scim_relay::outbox::Fanout;
 use scim_relay::store::{now_ms, DeliveryFilter, DeliveryInfo, Store, STATUSES};
 
@@ -34,7 +34,27 @@ pub async fn status(config: &Config, json: bool) -> Result<(), String> {
         .connector_status(names)
         .await
         .map_err(|e| e.to_string())?;
+    let mut switches = Vec::new();
+    for r in &rows {
+        switches.push(
+            store
+                .connector_switches(&r.connector)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
     if json {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .zip(&switches)
+            .map(|(r, s)| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                if let (Some(obj), Ok(sw)) = (v.as_object_mut(), serde_json::to_value(s)) {
+                    obj.insert("switches".into(), sw);
+                }
+                v
+            })
+            .collect();
         let text = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
         println!("{text}");
         return Ok(());
@@ -47,7 +67,14 @@ pub async fn status(config: &Config, json: bool) -> Result<(), String> {
         "{:<20} {:>8} {:>9} {:>8} {:>6}  {:<14} {:<14} LAST ERROR",
         "CONNECTOR", "PENDING", "IN FLIGHT", "DONE", "DEAD", "OLDEST PENDING", "LAST SUCCESS"
     );
-    for s in rows {
+    for (s, sw) in rows.iter().zip(&switches) {
+        if sw.paused || sw.deprovisions_paused {
+            println!(
+                "{:<20} PAUSED: {}",
+                s.connector,
+                sw.reason.as_deref().unwrap_or("by an operator")
+            );
+        }
         let error = match (&s.last_error, s.last_error_at) {
             (Some(e), at) => format!("{} ({})", e, age(at)),
             _ => "-".into(),
@@ -152,5 +179,48 @@ pub async fn discard(config: &Config, ids: Vec<String>) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     eprintln!("discarded {n} deliveries");
+    Ok(())
+}
+
+fn connector<'a>(config: &'a Config, name: &str) -> Result<&'a ConnectorConfig, String> {
+    config
+        .connectors
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| format!("no connector named {name:?} in {}", config.file))
+}
+
+pub async fn resync(config: &Config, name: &str) -> Result<(), String> {
+    let c = connector(config, name)?;
+    if c.kind != ConnectorKind::Scim {
+        return Err(format!(
+            "{name:?} is a webhook connector: it receives events as they happen; resync is for SCIM connectors"
+        ));
+    }
+    let store = open_store(config)?;
+    let n = store
+        .resync(name, c.scim.groups)
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!("queued {n} resources for {name}; only what differs from the target is sent");
+    Ok(())
+}
+
+pub async fn pause(config: &Config, name: &str, paused: bool) -> Result<(), String> {
+    connector(config, name)?;
+    let store = open_store(config)?;
+    if paused {
+        store
+            .set_paused(name, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!("paused {name}: nothing is sent until `scim-relay connectors resume {name}`");
+    } else {
+        let n = store
+            .resume_connector(name)
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!("resumed {name}; {n} waiting deliveries are due now");
+    }
     Ok(())
 }

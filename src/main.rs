@@ -60,6 +60,26 @@ enum Command {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
+    /// Queue the current state of every user (and group) for a SCIM connector: a connector
+    /// added later gets everyone in scope; repeating it sends only what differs.
+    Resync {
+        #[arg(long)]
+        connector: String,
+    },
+    /// Pause (kill switch) or resume a connector; resume also confirms deprovisions held by
+    /// leaver safety.
+    Connectors {
+        #[command(subcommand)]
+        command: ConnectorsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectorsCommand {
+    /// Stop sending to this connector; its work waits in the outbox.
+    Pause { name: String },
+    /// Send again, including deprovisions that leaver safety held back.
+    Resume { name: String },
 }
 
 #[derive(Subcommand)]
@@ -147,7 +167,8 @@ fn main() -> ExitCode {
             }
             Command::CheckConfig => {
                 config.configured_token().map_err(|e| e.to_string())?;
-                scim_relay::connector::from_config(&config).map_err(|e| e.to_string())?;
+                let store = cli::open_store(&config)?;
+                scim_relay::connector::from_config(&config, &store).map_err(|e| e.to_string())?;
                 println!("{}: ok", config.file);
                 Ok(())
             }
@@ -176,6 +197,11 @@ fn main() -> ExitCode {
                     connector,
                 } => cli::retry(&config, ids, all_dead.then_some(connector).flatten()).await,
                 DeliveriesCommand::Discard { ids } => cli::discard(&config, ids).await,
+            },
+            Command::Resync { connector } => cli::resync(&config, &connector).await,
+            Command::Connectors { command } => match command {
+                ConnectorsCommand::Pause { name } => cli::pause(&config, &name, true).await,
+                ConnectorsCommand::Resume { name } => cli::pause(&config, &name, false).await,
             },
         }
     });

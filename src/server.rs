@@ -9,10 +9,10 @@ use tokio::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ConnectorKind};
 use crate::connector;
 use crate::http::{self, AppState};
-use crate::outbox::{self, Engine, Fanout, Route};
+use crate::outbox::{self, Engine, Fanout, Route, RouteKind};
 use crate::scim::filter::parse_filter;
 use crate::store::{Store, StoreError};
 
@@ -55,7 +55,13 @@ fn fanout(config: &Config, base_url: String) -> Result<Fanout, ConfigError> {
                     key: format!("connector {:?} scope", c.name),
                     message: e.to_string(),
                 })?;
-            Ok(Route::new(c.name.clone(), c.events.clone(), scope))
+            let kind = match c.kind {
+                ConnectorKind::Webhook => RouteKind::Events,
+                ConnectorKind::Scim => RouteKind::State {
+                    groups: c.scim.groups,
+                },
+            };
+            Ok(Route::new(c.name.clone(), kind, c.events.clone(), scope))
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
     Ok(Fanout::new(routes, base_url))
@@ -63,8 +69,6 @@ fn fanout(config: &Config, base_url: String) -> Result<Fanout, ConfigError> {
 
 /// Opens the database and binds the listener, so start-up errors surface before serving.
 pub async fn start(config: &Config) -> Result<Running, ServeError> {
-    // Connectors first: a missing secret must stop start-up before anything listens.
-    let connectors = connector::from_config(config)?;
     let addr = config.server.listen;
     let listener = TcpListener::bind(addr)
         .await
@@ -76,6 +80,8 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         config.storage.readers,
         fanout.clone(),
     )?;
+    // A missing secret stops start-up here, before anything is served.
+    let connectors = connector::from_config(config, &store)?;
     let engine = outbox::start(store.clone(), &fanout, connectors).await?;
     let state = AppState::new(config, store.clone(), addr)?;
     if state.configured_token.is_none() && store.tokens().active_count()? == 0 {

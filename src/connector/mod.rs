@@ -2,6 +2,8 @@
 //! its target and reports an [`Outcome`]; retries, ordering and bookkeeping are the
 //! outbox's.
 
+pub mod mapping;
+pub mod scim;
 pub mod signing;
 pub mod webhook;
 
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use crate::config::{Config, ConfigError, ConnectorConfig, ConnectorKind, RetryConfig};
 use crate::outbox::policy::Outcome;
-use crate::store::Claimed;
+use crate::store::{Claimed, Store};
 
 /// Settings every connector kind shares.
 #[derive(Debug, Clone)]
@@ -21,7 +23,8 @@ pub struct Limits {
 }
 
 pub enum Connector {
-    Webhook(webhook::WebhookConnector),
+    Webhook(Box<webhook::WebhookConnector>),
+    Scim(Box<scim::ScimConnector>),
 }
 
 impl Connector {
@@ -30,39 +33,67 @@ impl Connector {
         config: &Config,
         index: usize,
         c: &ConnectorConfig,
+        store: &Store,
     ) -> Result<Connector, ConfigError> {
         match c.kind {
-            ConnectorKind::Webhook => Ok(Connector::Webhook(webhook::WebhookConnector::new(
-                config, index, c,
-            )?)),
+            ConnectorKind::Webhook => Ok(Connector::Webhook(Box::new(
+                webhook::WebhookConnector::new(config, index, c)?,
+            ))),
+            ConnectorKind::Scim => Ok(Connector::Scim(Box::new(scim::ScimConnector::new(
+                config,
+                index,
+                c,
+                store.clone(),
+            )?))),
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Connector::Webhook(w) => &w.name,
+            Connector::Scim(s) => &s.name,
         }
     }
 
     pub fn limits(&self) -> &Limits {
         match self {
             Connector::Webhook(w) => &w.limits,
+            Connector::Scim(s) => &s.limits,
         }
     }
 
     pub async fn deliver(&self, delivery: &Claimed) -> Outcome {
         match self {
             Connector::Webhook(w) => w.deliver(delivery).await,
+            Connector::Scim(s) => s.deliver(delivery).await,
         }
     }
 }
 
 /// Builds every configured connector (secrets read now, so a missing one stops start-up).
-pub fn from_config(config: &Config) -> Result<Vec<Connector>, ConfigError> {
+pub fn from_config(config: &Config, store: &Store) -> Result<Vec<Connector>, ConfigError> {
     config
         .connectors
         .iter()
         .enumerate()
-        .map(|(i, c)| Connector::from_config(config, i, c))
+        .map(|(i, c)| Connector::from_config(config, i, c, store))
         .collect()
+}
+
+/// A network error in words an operator can act on (never the payload or headers).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = format!("{detail}: {s}");
+        source = s.source();
+    }
+    format!("{kind}: {detail}")
 }

@@ -88,7 +88,7 @@ impl WebhookConnector {
             Err(e) => {
                 return Outcome::Retry {
                     status: None,
-                    error: describe(&e),
+                    error: super::describe(&e),
                     retry_after_ms: None,
                 }
             }
@@ -118,22 +118,4 @@ async fn read_capped(response: &mut reqwest::Response) -> String {
     }
     buf.truncate(ERROR_BODY_LIMIT);
     String::from_utf8_lossy(&buf).trim().to_string()
-}
-
-/// A network error in words an operator can act on (never the payload or headers).
-fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let mut detail = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail = format!("{detail}: {s}");
-        source = s.source();
-    }
-    format!("{kind}: {detail}")
 }

@@ -186,7 +186,8 @@ pub fn group_events(
     match (before, after) {
         (None, Some(a)) => out.push(event(EventType::GroupCreated, a, Vec::new(), &[])),
         (Some(b), None) => {
-            out.push(event(EventType::GroupDeleted, b, Vec::new(), &[]));
+            // The former members: their membership ended with the group.
+            out.push(event(EventType::GroupDeleted, b, Vec::new(), removed));
             return out;
         }
         (Some(b), Some(a)) => {

@@ -19,40 +19,94 @@ pub use worker::{start, Engine};
 use crate::scim::filter::Filter;
 use crate::scim::{schema, ResourceKind};
 
+/// How a connector consumes events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Every matching event is delivered as it happened (webhooks).
+    Events,
+    /// The connector converges resources to their current state (SCIM targets): an event
+    /// asks for its resource to be synced, and a group event for the users it touches (their
+    /// scope may depend on the group), and for the group itself when groups are synced.
+    State { groups: bool },
+}
+
+/// Which resource a delivery syncs or is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fan {
+    /// `User/<id>` or `Group/<id>`.
+    Key(String),
+    /// Every current member of the group (looked up by the store).
+    MembersOf(String),
+}
+
 /// What one connector wants to receive.
 pub struct Route {
     pub name: String,
+    pub kind: RouteKind,
     pub events: Vec<String>,
     pub scope: Option<Filter>,
     notify: Arc<Notify>,
 }
 
+fn key(kind: ResourceKind, id: &str) -> String {
+    format!("{}/{id}", kind.name())
+}
+
 impl Route {
-    pub fn new(name: String, events: Vec<String>, scope: Option<Filter>) -> Route {
+    pub fn new(name: String, kind: RouteKind, events: Vec<String>, scope: Option<Filter>) -> Route {
         Route {
             name,
+            kind,
             events,
             scope,
             notify: Arc::new(Notify::new()),
         }
     }
 
-    fn wants(&self, event: &NewEvent) -> bool {
+    /// The user was in scope before the change or is after it (so leaving it is seen too).
+    fn in_scope(&self, event: &NewEvent) -> bool {
+        match &self.scope {
+            Some(scope) => [&event.scope_before, &event.scope_after]
+                .into_iter()
+                .flatten()
+                .any(|user| scope.matches(user, &|p| schema::case_exact(ResourceKind::User, p))),
+            None => true,
+        }
+    }
+
+    /// The deliveries this connector wants for an event (none: not interested).
+    fn fans(&self, event: &NewEvent) -> Vec<Fan> {
         let type_ok = self
             .events
             .iter()
             .any(|p| events::pattern_matches(p, event.event_type.as_str()));
         if !type_ok {
-            return false;
+            return Vec::new();
         }
-        // The scope is a filter over the user: a user event is delivered when the user was
-        // in scope before the change or is after it (so leaving the scope is seen too).
-        match (&self.scope, event.kind) {
-            (Some(scope), ResourceKind::User) => [&event.scope_before, &event.scope_after]
-                .into_iter()
-                .flatten()
-                .any(|user| scope.matches(user, &|p| schema::case_exact(ResourceKind::User, p))),
-            _ => true,
+        let own = Fan::Key(key(event.kind, &event.resource_id));
+        match (self.kind, event.kind) {
+            (_, ResourceKind::User) => {
+                if self.in_scope(event) {
+                    vec![own]
+                } else {
+                    Vec::new()
+                }
+            }
+            (RouteKind::Events, ResourceKind::Group) => vec![own],
+            (RouteKind::State { groups }, ResourceKind::Group) => {
+                let mut out: Vec<Fan> = match event.event_type {
+                    EventType::GroupUpdated => vec![Fan::MembersOf(event.resource_id.clone())],
+                    _ => event
+                        .members
+                        .iter()
+                        .map(|m| Fan::Key(key(ResourceKind::User, m)))
+                        .collect(),
+                };
+                if groups {
+                    out.push(own);
+                }
+                out
+            }
         }
     }
 }
@@ -74,14 +128,19 @@ impl Fanout {
         Fanout::new(Vec::new(), String::new())
     }
 
-    /// Indexes of the connectors that want this event.
-    pub fn targets(&self, event: &NewEvent) -> Vec<usize> {
+    /// The connectors that want this event, with the deliveries each wants.
+    pub fn targets(&self, event: &NewEvent) -> Vec<(usize, Vec<Fan>)> {
         self.routes
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.wants(event))
-            .map(|(i, _)| i)
+            .map(|(i, r)| (i, r.fans(event)))
+            .filter(|(_, fans)| !fans.is_empty())
             .collect()
+    }
+
+    /// The index of the connector with this name.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.name == name)
     }
 
     pub fn name(&self, index: usize) -> &str {

@@ -149,6 +149,19 @@ impl Dispatcher {
             if *stop.borrow() {
                 break;
             }
+            match self.store.connector_switches(&name).await {
+                Ok(switches) if switches.paused => {
+                    // The kill switch: work waits in the outbox until resumed.
+                    self.idle(&mut stop, IDLE_POLL).await;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(connector = %name, error = %e, "cannot read connector switches");
+                    self.idle(&mut stop, IDLE_POLL).await;
+                    continue;
+                }
+            }
             let (open, probe_wait) = self.circuit_state();
             if let Some(wait) = probe_wait {
                 self.idle(&mut stop, wait).await;

@@ -343,7 +343,15 @@ pub(super) fn delete(
     if_match: Option<&str>,
 ) -> Result<Written, StoreError> {
     let current = load_existing(conn, id, if_match)?;
+    // The former members, for the group.deleted event (the rows go with the group).
+    let removed: Vec<String> = conn
+        .prepare_cached("SELECT user_id FROM group_members WHERE group_id = ?1")?
+        .query_map([id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     conn.prepare_cached("DELETE FROM groups WHERE id = ?1")?
         .execute([id])?;
-    Ok(Written::deleted(current))
+    Ok(Written {
+        removed,
+        ..Written::deleted(current)
+    })
 }

@@ -98,6 +98,40 @@ CREATE INDEX deliveries_order ON deliveries (connector, resource_key, event_seq)
     WHERE status IN ('pending', 'in_flight');
 "#,
     ),
+    (
+        3,
+        r#"
+-- What each SCIM connector has provisioned: the remote id of every local resource and the
+-- mapped state last pushed (updates are computed against it).
+CREATE TABLE links (
+    connector        TEXT NOT NULL,
+    kind             TEXT NOT NULL CHECK (kind IN ('User', 'Group')),
+    local_id         TEXT NOT NULL,
+    remote_id        TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    -- active: provisioned and enabled; inactive: deprovisioned by deactivation;
+    -- deleted: removed from the target (kept to count leavers).
+    status           TEXT NOT NULL CHECK (status IN ('active', 'inactive', 'deleted')),
+    updated_at       INTEGER NOT NULL,
+    deprovisioned_at INTEGER,
+    PRIMARY KEY (connector, kind, local_id)
+) STRICT;
+CREATE INDEX links_deprovisioned ON links (connector, deprovisioned_at);
+
+-- Operator switches per connector.
+CREATE TABLE connector_state (
+    connector           TEXT PRIMARY KEY,
+    -- The kill switch: nothing is sent while set.
+    paused              INTEGER NOT NULL DEFAULT 0,
+    -- Set by leaver safety: deprovisions wait until an operator resumes the connector.
+    deprovisions_paused INTEGER NOT NULL DEFAULT 0,
+    reason              TEXT,
+    -- Leavers are counted from here on after an operator's resume.
+    resumed_at          INTEGER,
+    updated_at          INTEGER NOT NULL
+) STRICT;
+"#,
+    ),
 ];
 
 pub fn run(conn: &mut Connection) -> Result<(), StoreError> {

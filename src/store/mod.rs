@@ -8,12 +8,14 @@
 //! Nothing outside this module knows SQL, so another backend can follow behind the same API.
 
 mod groups;
+mod links;
 mod migrations;
 mod outbox;
 mod resources;
 mod tokens;
 mod users;
 
+pub use links::{ConnectorSwitches, LeaverPolicy, Link, LinkStatus};
 pub use outbox::{now_ms, Claimed, ConnectorStatus, DeliveryFilter, DeliveryInfo, STATUSES};
 pub use resources::{ListQuery, Page};
 pub use tokens::{active_hashes, hash_token, TokenCache, TokenInfo};

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Store, StoreError};
 use crate::outbox::events::NewEvent;
-use crate::outbox::Fanout;
+use crate::outbox::{Fan, Fanout};
 use crate::scim::ScimError;
 
 /// Milliseconds since the Unix epoch: delivery times are compared and computed in SQL.
@@ -60,15 +60,23 @@ pub(super) fn record_events(
             time
         ])?;
         let seq = conn.last_insert_rowid();
-        let resource_key = format!("{}/{}", event.kind.name(), event.resource_id);
-        for index in fanout.targets(&event) {
-            insert_delivery.execute(params![
-                new_id("msg"),
-                fanout.name(index),
-                seq,
-                resource_key,
-                now
-            ])?;
+        for (index, fans) in fanout.targets(&event) {
+            let mut keys = Vec::new();
+            for fan in fans {
+                match fan {
+                    Fan::Key(key) => keys.push(key),
+                    Fan::MembersOf(group) => keys.extend(member_keys(conn, &group)?),
+                }
+            }
+            for resource_key in keys {
+                insert_delivery.execute(params![
+                    new_id("msg"),
+                    fanout.name(index),
+                    seq,
+                    resource_key,
+                    now
+                ])?;
+            }
             if !touched.contains(&index) {
                 touched.push(index);
             }
@@ -77,12 +85,59 @@ pub(super) fn record_events(
     Ok(touched)
 }
 
+fn member_keys(conn: &Connection, group_id: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT 'User/' || user_id FROM group_members WHERE group_id = ?1 ORDER BY user_id",
+    )?;
+    let keys = stmt
+        .query_map([group_id], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(keys)
+}
+
+/// Queues a sync of each resource (`User/<id>`, `Group/<id>`) for one connector, under one
+/// `connector.resync` event; returns how many deliveries were queued.
+pub(super) fn record_sync(
+    conn: &Connection,
+    connector: &str,
+    keys: &[String],
+) -> Result<usize, StoreError> {
+    let now = now_ms();
+    let id = new_id("evt");
+    let time = super::now_rfc3339();
+    let payload = serde_json::json!({
+        "id": id, "type": "connector.resync", "timestamp": time,
+        "data": {"connector": connector, "resources": keys.len()},
+    });
+    conn.prepare_cached(
+        "INSERT INTO events (id, type, resource_type, resource_id, payload, time)
+         VALUES (?1, 'connector.resync', 'Connector', ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        id,
+        connector,
+        serde_json::to_string(&payload)?,
+        time
+    ])?;
+    let seq = conn.last_insert_rowid();
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO deliveries (id, connector, event_seq, resource_key, status, created_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
+    )?;
+    for key in keys {
+        insert.execute(params![new_id("msg"), connector, seq, key, now])?;
+    }
+    Ok(keys.len())
+}
+
 /// A delivery claimed for sending.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     /// The delivery id: the webhook's `webhook-id`, stable across retries.
     pub id: String,
     pub event_seq: i64,
+    /// `User/<id>` or `Group/<id>`: what the delivery is about.
+    pub resource_key: String,
     /// Attempts including this one.
     pub attempts: u32,
     pub created_at: i64,
@@ -187,7 +242,7 @@ impl Store {
                        WHERE e.connector = d.connector AND e.resource_key = d.resource_key
                          AND e.status IN ('pending', 'in_flight') AND e.event_seq < d.event_seq)
                    ORDER BY d.event_seq LIMIT ?4)
-                 RETURNING id, event_seq, attempts, created_at",
+                 RETURNING id, event_seq, attempts, created_at, resource_key",
             )?;
             let rows = stmt
                 .query_map(
@@ -203,6 +258,7 @@ impl Store {
                             event_seq: r.get(1)?,
                             attempts: r.get(2)?,
                             created_at: r.get(3)?,
+                            resource_key: r.get(4)?,
                             payload: String::new(),
                         })
                     },

@@ -10,6 +10,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod connector;
+
+use connector::ConnectorTable;
+pub use connector::{
+    ConnectorConfig, ConnectorKind, Deprovision, RetryConfig, ScimSettings, UpdateMode, PRESETS,
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
@@ -46,7 +53,11 @@ pub struct Config {
     pub scim: ScimConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
-    #[serde(default)]
+    /// `[[connectors]]` as written; resolved (presets merged, defaults applied) into
+    /// `connectors` by `Config::parse`.
+    #[serde(default, rename = "connectors")]
+    connector_tables: Vec<ConnectorTable>,
+    #[serde(skip)]
     pub connectors: Vec<ConnectorConfig>,
     /// Folder the config file lives in; relative paths are resolved against it.
     #[serde(skip)]
@@ -143,78 +154,6 @@ impl Default for LoggingConfig {
     }
 }
 
-/// One downstream target (`[[connectors]]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectorConfig {
-    /// Unique; deliveries and the CLI refer to the connector by it.
-    pub name: String,
-    pub kind: ConnectorKind,
-    pub url: String,
-    /// Environment variable holding the signing secret(s) (`whsec_…`; several, separated by
-    /// spaces, sign in parallel during a rotation).
-    pub secret_env: Option<String>,
-    pub secret_file: Option<PathBuf>,
-    /// Event types delivered; `*` matches any suffix (`user.*`). Default: every event.
-    #[serde(default = "all_events")]
-    pub events: Vec<String>,
-    /// A SCIM filter over the user: user events are delivered when the user matched it
-    /// before or after the change.
-    pub scope: Option<String>,
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// Extra request headers, e.g. a tenant id the receiver routes on.
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// Requests in flight to this target at once.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    /// Requests per second at most (token bucket); none means unlimited.
-    pub rate_limit: Option<f64>,
-    #[serde(default)]
-    pub retry: RetryConfig,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ConnectorKind {
-    Webhook,
-}
-
-fn all_events() -> Vec<String> {
-    vec!["*".into()]
-}
-fn default_timeout_ms() -> u64 {
-    10_000
-}
-fn default_concurrency() -> usize {
-    16
-}
-
-/// When a failed delivery is tried again: exponential backoff with full jitter between
-/// `initial_ms` and `max_ms`, until the delivery is older than `max_age_secs` (then dead).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetryConfig {
-    pub initial_ms: u64,
-    pub max_ms: u64,
-    pub max_age_secs: u64,
-    /// Consecutive failures after which the connector's circuit opens (then one probe at a
-    /// time until a delivery succeeds).
-    pub circuit_after: u32,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig {
-            initial_ms: 1_000,
-            max_ms: 600_000,
-            max_age_secs: 3 * 24 * 3600,
-            circuit_after: 10,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -257,9 +196,10 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        let file = self.file.clone();
         let bad = |key: &str, message: &str| ConfigError::Value {
-            file: self.file.clone(),
+            file: file.clone(),
             key: key.into(),
             message: message.into(),
         };
@@ -295,92 +235,7 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.logging.level)
             .map_err(|e| bad("logging.level", &e.to_string()))?;
-        let mut names = std::collections::BTreeSet::new();
-        for (i, c) in self.connectors.iter().enumerate() {
-            let key = |k: &str| format!("connectors[{i}].{k}");
-            let valid_name = !c.name.is_empty()
-                && c.name.len() <= 64
-                && c.name
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
-            if !valid_name {
-                return Err(bad(
-                    &key("name"),
-                    "must be 1 to 64 characters of letters, digits, '-' and '_'",
-                ));
-            }
-            if !names.insert(c.name.clone()) {
-                return Err(bad(&key("name"), &format!("{:?} is used twice", c.name)));
-            }
-            if !(c.url.starts_with("http://") || c.url.starts_with("https://"))
-                || reqwest::Url::parse(&c.url).is_err()
-            {
-                return Err(bad(&key("url"), "must be an http:// or https:// URL"));
-            }
-            for pattern in &c.events {
-                if !crate::outbox::event_pattern_is_valid(pattern) {
-                    return Err(bad(
-                        &key("events"),
-                        &format!(
-                            "{pattern:?} matches no event type (e.g. \"user.*\", \"group.members_added\")"
-                        ),
-                    ));
-                }
-            }
-            if let Some(scope) = &c.scope {
-                crate::scim::filter::parse_filter(scope)
-                    .map_err(|e| bad(&key("scope"), &format!("not a valid SCIM filter: {e}")))?;
-            }
-            if c.timeout_ms == 0 || c.timeout_ms > 300_000 {
-                return Err(bad(&key("timeout_ms"), "must be between 1 and 300000"));
-            }
-            if c.concurrency == 0 || c.concurrency > 1024 {
-                return Err(bad(&key("concurrency"), "must be between 1 and 1024"));
-            }
-            if c.rate_limit.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-                return Err(bad(
-                    &key("rate_limit"),
-                    "must be a positive number of requests per second",
-                ));
-            }
-            for (name, value) in &c.headers {
-                let lower = name.to_ascii_lowercase();
-                if lower.starts_with("webhook-")
-                    || matches!(lower.as_str(), "content-type" | "content-length" | "host")
-                {
-                    return Err(bad(
-                        &key("headers"),
-                        &format!("{name:?} is set by scim-relay itself and cannot be configured"),
-                    ));
-                }
-                if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
-                    || reqwest::header::HeaderValue::from_str(value).is_err()
-                {
-                    return Err(bad(
-                        &key("headers"),
-                        &format!("{name:?} is not a valid header"),
-                    ));
-                }
-            }
-            let r = &c.retry;
-            if r.initial_ms == 0
-                || r.max_ms < r.initial_ms
-                || r.max_age_secs == 0
-                || r.circuit_after == 0
-            {
-                return Err(bad(
-                    &key("retry"),
-                    "needs 0 < initial_ms <= max_ms, max_age_secs > 0 and circuit_after > 0",
-                ));
-            }
-            if c.kind == ConnectorKind::Webhook && c.secret_env.is_none() && c.secret_file.is_none()
-            {
-                return Err(bad(
-                    &key("secret_env"),
-                    "a webhook connector needs secret_env or secret_file (its whsec_… signing secret)",
-                ));
-            }
-        }
+        self.connectors = connector::resolve_all(self, &self.connector_tables)?;
         Ok(())
     }
 
@@ -415,30 +270,6 @@ impl Config {
             "auth.token_file",
             self.auth.token_file.as_deref(),
         )
-    }
-}
-
-impl ConnectorConfig {
-    /// The connector's secret text (env var first, then file), required to be present.
-    pub fn secret(&self, config: &Config, index: usize) -> Result<String, ConfigError> {
-        let env_key = format!("connectors[{index}].secret_env");
-        let file_key = format!("connectors[{index}].secret_file");
-        read_secret(
-            config,
-            &env_key,
-            self.secret_env.as_deref(),
-            &file_key,
-            self.secret_file.as_deref(),
-        )?
-        .ok_or_else(|| ConfigError::Value {
-            file: config.file.clone(),
-            key: env_key,
-            message: format!(
-                "connector {:?}: environment variable {} is not set",
-                self.name,
-                self.secret_env.as_deref().unwrap_or("")
-            ),
-        })
     }
 }
 
