@@ -1184,6 +1184,24 @@ async fn run(cli: &Cli, receivers: tokio::runtime::Handle) -> Res<u64> {
     Ok(problems)
 }
 
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() -> String {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return "interrupted".into(),
+                _ = term.recv() => return "terminated".into(),
+            }
+        }
+    }
+    match tokio::signal::ctrl_c().await {
+        Ok(()) => "interrupted".into(),
+        Err(_) => std::future::pending().await,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let receivers = tokio::runtime::Builder::new_multi_thread()
@@ -1201,7 +1219,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = client.block_on(run(&cli, receivers.handle().clone()));
+    // Interrupted, `run` is dropped, and with it the guard that kills the server.
+    let result = client.block_on(async {
+        tokio::select! {
+            r = run(&cli, receivers.handle().clone()) => r,
+            why = interrupted() => Err(why.into()),
+        }
+    });
     receivers.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(0) => ExitCode::SUCCESS,

@@ -150,7 +150,7 @@ impl ScimConnector {
 
     pub async fn deliver(&self, d: &Claimed) -> Outcome {
         let result = match d.resource_key.split_once('/') {
-            Some(("User", id)) => self.sync_user(id).await,
+            Some(("User", id)) => self.sync_user(id, d.created_at).await,
             Some(("Group", id)) if self.settings.groups => self.sync_group(id).await,
             Some(("Group", _)) => Ok(0),
             _ => Err(Outcome::Permanent {
@@ -273,7 +273,9 @@ impl ScimConnector {
         Ok(mapped)
     }
 
-    async fn sync_user(&self, id: &str) -> Step<u16> {
+    /// `queued_at`: when the delivery was queued (an operator's resume confirms deprovisions
+    /// queued before it).
+    async fn sync_user(&self, id: &str, queued_at: i64) -> Step<u16> {
         let user = match self.store.get(ResourceKind::User, id, false).await {
             Ok(u) => Some(u),
             Err(StoreError::Scim(e)) if e.status == 404 => None,
@@ -290,7 +292,7 @@ impl ScimConnector {
                 let desired = self.desired(&user).await?;
                 match link {
                     Some(link) if link.status != LinkStatus::Deleted => {
-                        self.update_user(&user, link, desired).await
+                        self.update_user(&user, link, desired, queued_at).await
                     }
                     _ => self.provision_user(&user, desired).await,
                 }
@@ -304,7 +306,7 @@ impl ScimConnector {
                 };
                 match (link.status, mode) {
                     (LinkStatus::Active, _) | (LinkStatus::Inactive, Deprovision::Delete) => {
-                        self.deprovision_user(id, link, mode).await
+                        self.deprovision_user(id, link, mode, queued_at).await
                     }
                     _ => Ok(0),
                 }
@@ -437,14 +439,20 @@ impl ScimConnector {
         }
     }
 
-    async fn update_user(&self, user: &Record, link: Link, desired: Value) -> Step<u16> {
+    async fn update_user(
+        &self,
+        user: &Record,
+        link: Link,
+        desired: Value,
+        queued_at: i64,
+    ) -> Step<u16> {
         if diff_ops(&link.state, &desired).is_empty() {
             return Ok(0);
         }
         let deactivating = desired.get("active") == Some(&Value::Bool(false))
             && link.state.get("active") != Some(&Value::Bool(false));
         if deactivating {
-            self.check_leavers().await?;
+            self.check_leavers(&user.id, queued_at).await?;
         }
         match self.push_user(&link.remote_id, &link.state, &desired).await {
             Ok(status) => {
@@ -460,7 +468,7 @@ impl ScimConnector {
     }
 
     /// Leaver safety: waits (in the outbox) while deprovisions are paused.
-    async fn check_leavers(&self) -> Step<()> {
+    async fn check_leavers(&self, local_id: &str, queued_at: i64) -> Step<()> {
         let policy = LeaverPolicy {
             threshold: self.settings.leaver_threshold,
             window_ms: i64::try_from(self.settings.leaver_window_secs.saturating_mul(1000))
@@ -469,25 +477,30 @@ impl ScimConnector {
         };
         if self
             .store
-            .allow_deprovision(&self.name, policy)
+            .allow_deprovision(&self.name, local_id, policy, queued_at)
             .await
             .map_err(storage)?
         {
             Ok(())
         } else {
-            Err(Outcome::Retry {
-                status: None,
-                error: format!(
+            Err(Outcome::Deferred {
+                reason: format!(
                     "deprovisions paused by leaver safety; confirm with `scim-relay connectors resume {}`",
                     self.name
                 ),
-                retry_after_ms: Some(PAUSED_RETRY_MS),
+                retry_after_ms: PAUSED_RETRY_MS,
             })
         }
     }
 
-    async fn deprovision_user(&self, id: &str, link: Link, mode: Deprovision) -> Step<u16> {
-        self.check_leavers().await?;
+    async fn deprovision_user(
+        &self,
+        id: &str,
+        link: Link,
+        mode: Deprovision,
+        queued_at: i64,
+    ) -> Step<u16> {
+        self.check_leavers(id, queued_at).await?;
         let path = format!("/Users/{}", link.remote_id);
         match mode {
             Deprovision::Deactivate => {

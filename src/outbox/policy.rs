@@ -24,6 +24,12 @@ pub enum Outcome {
         status: Option<u16>,
         error: String,
     },
+    /// Held back on purpose (leaver safety): waits in the outbox and is looked at again
+    /// after `retry_after_ms`, without counting as a failure of the target.
+    Deferred {
+        reason: String,
+        retry_after_ms: u64,
+    },
 }
 
 /// Classifies an HTTP answer. 3xx counts as a failure: redirects are not followed, since

@@ -288,6 +288,14 @@ async fn attempt(store: &Store, connector: &Connector, circuit: &Mutex<Circuit>,
             trip_circuit(circuit, name, policy);
             store.mark_failed(&d.id, *status, error, next).await
         }
+        Outcome::Deferred {
+            reason,
+            retry_after_ms,
+        } => {
+            tracing::info!(connector = name, delivery = %d.id, reason = %reason, "delivery held back");
+            let next = now_ms().saturating_add(i64::try_from(*retry_after_ms).unwrap_or(i64::MAX));
+            store.mark_failed(&d.id, None, reason, Some(next)).await
+        }
         Outcome::Permanent { status, error } => {
             tracing::error!(connector = name, delivery = %d.id, error = %error, "delivery rejected; dead-lettered");
             store.mark_failed(&d.id, *status, error, None).await

@@ -225,15 +225,18 @@ impl Store {
         .await
     }
 
-    /// Leaver safety, checked before each deprovision: allowed unless the connector's
-    /// deprovisions are paused, or this one would push the leavers in the window above the
-    /// policy's share of provisioned users (which then pauses them, until resumed).
+    /// Leaver safety, checked before each deprovision: allowed when an operator's resume
+    /// came after it was queued (they confirmed it); otherwise refused while the connector's
+    /// deprovisions are paused, or when this one would push the leavers in the window above
+    /// the policy's share of provisioned users (which then pauses them, until resumed).
     pub async fn allow_deprovision(
         &self,
         connector: &str,
+        local_id: &str,
         policy: LeaverPolicy,
+        queued_at: i64,
     ) -> Result<bool, StoreError> {
-        let connector = connector.to_string();
+        let (connector, local_id) = (connector.to_string(), local_id.to_string());
         self.write(move |conn| {
             let now = now_ms();
             let (paused, resumed_at): (bool, Option<i64>) = conn
@@ -243,22 +246,27 @@ impl Store {
                 .query_row([&connector], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?
                 .unwrap_or((false, None));
+            if resumed_at.is_some_and(|r| r >= queued_at) {
+                return Ok(true);
+            }
             if paused {
                 return Ok(false);
             }
             let since = now.saturating_sub(policy.window_ms).max(resumed_at.unwrap_or(0));
-            let (recent, active): (i64, i64) = conn
+            let recent: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM leavers WHERE connector = ?1 AND at >= ?2")?
+                .query_row(params![connector, since], |r| r.get(0))?;
+            // Provisioned users at the start of the window: those still active plus those
+            // that left within it.
+            let base: i64 = conn
                 .prepare_cached(
-                    "SELECT
-                       COALESCE(SUM(status != 'active' AND deprovisioned_at >= ?2), 0),
-                       COALESCE(SUM(status = 'active'), 0)
-                     FROM links WHERE connector = ?1 AND kind = 'User'",
+                    "SELECT COUNT(*) FROM links WHERE connector = ?1 AND kind = 'User'
+                       AND (status = 'active' OR deprovisioned_at >= ?2)",
                 )?
-                .query_row(params![connector, since], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                .query_row(params![connector, since], |r| r.get(0))?;
             let recent = u64::try_from(recent).unwrap_or(0) + 1;
-            let base = u64::try_from(active).unwrap_or(0) + recent - 1;
-            let over = recent >= policy.min_count
-                && (recent as f64) > policy.threshold * (base.max(1) as f64);
+            let base = u64::try_from(base).unwrap_or(0).max(1);
+            let over = recent >= policy.min_count && (recent as f64) > policy.threshold * base as f64;
             if over {
                 let reason = format!(
                     "leaver safety: {recent} deprovisions within the window would exceed {:.0}% of \
@@ -275,6 +283,8 @@ impl Store {
                 )?;
                 return Ok(false);
             }
+            conn.prepare_cached("INSERT INTO leavers (connector, local_id, at) VALUES (?1, ?2, ?3)")?
+                .execute(params![connector, local_id, now])?;
             Ok(true)
         })
         .await

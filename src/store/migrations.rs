@@ -118,6 +118,15 @@ CREATE TABLE links (
 ) STRICT;
 CREATE INDEX links_deprovisioned ON links (connector, deprovisioned_at);
 
+-- Deprovisions each connector was allowed to make, for leaver safety (recorded when
+-- allowed, so deprovisions running in parallel count each other).
+CREATE TABLE leavers (
+    connector TEXT NOT NULL,
+    local_id  TEXT NOT NULL,
+    at        INTEGER NOT NULL
+) STRICT;
+CREATE INDEX leavers_window ON leavers (connector, at);
+
 -- Operator switches per connector.
 CREATE TABLE connector_state (
     connector           TEXT PRIMARY KEY,

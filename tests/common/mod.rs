@@ -34,7 +34,11 @@ impl TestServer {
 
     /// Starts a server whose config is the defaults plus `extra` TOML (whole tables).
     pub async fn start_with(extra: &str) -> TestServer {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), extra).await
+    }
+
+    /// Starts a server on the database already in `dir` (see [`TestServer::stop_keeping`]).
+    pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestServer {
         std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"db/test.db\"\n[auth]\ntoken_file = \"token\"\n{extra}"
@@ -75,13 +79,23 @@ impl TestServer {
         self.dir.path().join("db/test.db")
     }
 
-    pub async fn stop(mut self) {
+    /// Stops the server and hands back its folder, database included, for a restart.
+    pub async fn stop_keeping(mut self) -> tempfile::TempDir {
+        self.shutdown_now().await;
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+
+    async fn shutdown_now(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
         }
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown_now().await;
     }
 
     /// A request with the test token and `application/scim+json` body.
@@ -185,6 +199,7 @@ pub fn q(filter: &str) -> String {
 }
 
 pub mod receiver;
+pub mod scim2;
 
 /// A fresh Standard Webhooks secret (`whsec_` + base64 of 32 bytes).
 pub fn new_secret() -> String {
