@@ -94,6 +94,8 @@ CREATE TABLE deliveries (
     done_at         INTEGER
 ) STRICT;
 CREATE INDEX deliveries_due ON deliveries (connector, status, next_attempt_at);
+-- The claim walks a connector's pending deliveries in event order and stops at its limit.
+CREATE INDEX deliveries_pending ON deliveries (connector, event_seq) WHERE status = 'pending';
 CREATE INDEX deliveries_order ON deliveries (connector, resource_key, event_seq)
     WHERE status IN ('pending', 'in_flight');
 "#,

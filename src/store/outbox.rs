@@ -235,7 +235,7 @@ impl Store {
             let mut stmt = conn.prepare_cached(
                 "UPDATE deliveries SET status = 'in_flight', lease_until = ?3, attempts = attempts + 1
                  WHERE id IN (
-                   SELECT d.id FROM deliveries d
+                   SELECT d.id FROM deliveries d INDEXED BY deliveries_pending
                    WHERE d.connector = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
                      AND NOT EXISTS (
                        SELECT 1 FROM deliveries e
