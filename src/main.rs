@@ -12,6 +12,11 @@ use scim_relay::store::DeliveryFilter;
 
 mod cli;
 
+// glibc's allocator serialises threads on its arena locks under this workload (many small
+// JSON values per request); mimalloc keeps allocation thread-local.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "scim-relay",

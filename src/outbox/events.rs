@@ -120,37 +120,66 @@ fn active(record: &Record) -> bool {
 }
 
 /// The events of a user write: created, deleted, or any of deactivated / reactivated /
-/// updated (a change of `active` plus other attributes gives two events).
+/// updated (a change of `active` plus other attributes gives two events). `with_scope`
+/// keeps the before and after states on each event, for connectors that have a scope.
 pub fn user_events(
     before: Option<&Record>,
     after: Option<&Record>,
     base_url: &str,
+    with_scope: bool,
 ) -> Vec<NewEvent> {
-    let render = |r: &Record| r.to_scim(base_url);
-    let event = |event_type, record: &Record, changed: Vec<String>| NewEvent {
+    // Each state is rendered once; every event and scope check shares it.
+    let rendered_before = before.map(|r| r.to_scim(base_url));
+    let rendered_after = after.map(|r| r.to_scim(base_url));
+    let event = |event_type, id: &str, snapshot: &Option<Value>, changed: Vec<String>| NewEvent {
         event_type,
         kind: ResourceKind::User,
-        resource_id: record.id.clone(),
+        resource_id: id.to_string(),
         changed,
         members: Vec::new(),
-        snapshot: render(record),
-        scope_before: before.map(render),
-        scope_after: after.map(render),
+        snapshot: snapshot.clone().unwrap_or(Value::Null),
+        scope_before: rendered_before.clone().filter(|_| with_scope),
+        scope_after: rendered_after.clone().filter(|_| with_scope),
     };
     match (before, after) {
-        (None, Some(a)) => vec![event(EventType::UserCreated, a, Vec::new())],
-        (Some(b), None) => vec![event(EventType::UserDeleted, b, Vec::new())],
+        (None, Some(a)) => vec![event(
+            EventType::UserCreated,
+            &a.id,
+            &rendered_after,
+            Vec::new(),
+        )],
+        (Some(b), None) => vec![event(
+            EventType::UserDeleted,
+            &b.id,
+            &rendered_before,
+            Vec::new(),
+        )],
         (Some(b), Some(a)) => {
             let mut changed = changed_attributes(ResourceKind::User, &b.doc, &a.doc);
             let mut out = Vec::new();
             match (active(b), active(a)) {
-                (true, false) => out.push(event(EventType::UserDeactivated, a, Vec::new())),
-                (false, true) => out.push(event(EventType::UserReactivated, a, Vec::new())),
+                (true, false) => out.push(event(
+                    EventType::UserDeactivated,
+                    &a.id,
+                    &rendered_after,
+                    Vec::new(),
+                )),
+                (false, true) => out.push(event(
+                    EventType::UserReactivated,
+                    &a.id,
+                    &rendered_after,
+                    Vec::new(),
+                )),
                 _ => {}
             }
             changed.retain(|p| p != "active");
             if !changed.is_empty() {
-                out.push(event(EventType::UserUpdated, a, changed));
+                out.push(event(
+                    EventType::UserUpdated,
+                    &a.id,
+                    &rendered_after,
+                    changed,
+                ));
             }
             out
         }
@@ -266,21 +295,24 @@ mod tests {
     #[test]
     fn user_changes_become_typed_events() {
         let b = user(1, json!({"userName": "a", "active": true, "title": "x"}));
-        let created = user_events(None, Some(&b), "http://h");
+        let created = user_events(None, Some(&b), "http://h", true);
         assert_eq!(types(&created), ["user.created"]);
         assert_eq!(created[0].snapshot["meta"]["location"], "http://h/Users/u1");
 
         let a = user(2, json!({"userName": "a", "active": false, "title": "y"}));
-        let ev = user_events(Some(&b), Some(&a), "");
+        let ev = user_events(Some(&b), Some(&a), "", true);
         assert_eq!(types(&ev), ["user.deactivated", "user.updated"]);
         assert_eq!(ev[1].changed, ["title"]);
         assert!(ev[1].scope_before.is_some() && ev[1].scope_after.is_some());
 
-        let ev = user_events(Some(&a), Some(&b), "");
+        let ev = user_events(Some(&a), Some(&b), "", true);
         assert_eq!(types(&ev), ["user.reactivated", "user.updated"]);
-        let same = user_events(Some(&a), Some(&a), "");
+        let same = user_events(Some(&a), Some(&a), "", true);
         assert!(same.is_empty());
-        assert_eq!(types(&user_events(Some(&a), None, "")), ["user.deleted"]);
+        assert_eq!(
+            types(&user_events(Some(&a), None, "", false)),
+            ["user.deleted"]
+        );
     }
 
     #[test]

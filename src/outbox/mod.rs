@@ -138,6 +138,11 @@ impl Fanout {
             .collect()
     }
 
+    /// Whether any connector filters users by a scope (events then carry the user's states).
+    pub fn has_scopes(&self) -> bool {
+        self.routes.iter().any(|r| r.scope.is_some())
+    }
+
     /// The index of the connector with this name.
     pub fn index(&self, name: &str) -> Option<usize> {
         self.routes.iter().position(|r| r.name == name)

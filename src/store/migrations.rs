@@ -74,7 +74,6 @@ CREATE TABLE events (
     payload       TEXT NOT NULL,
     time          TEXT NOT NULL
 ) STRICT;
-CREATE INDEX events_resource ON events (resource_id, seq);
 
 CREATE TABLE deliveries (
     id              TEXT PRIMARY KEY,

@@ -105,7 +105,7 @@ fn record(
     let base = fanout.base_url.as_str();
     let (before, after) = (written.before.as_ref(), written.after.as_ref());
     let mut events = match kind {
-        ResourceKind::User => user_events(before, after, base),
+        ResourceKind::User => user_events(before, after, base, fanout.has_scopes()),
         ResourceKind::Group => group_events(before, after, &written.added, &written.removed, base),
     };
     if let (ResourceKind::User, Some(user), None) = (kind, before, after) {
