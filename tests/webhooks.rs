@@ -457,3 +457,45 @@ async fn a_rate_limit_spaces_deliveries_out() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_endpoint_pauses_its_connector() {
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::scripted(Arc::new(|_| (410, Vec::new())), Duration::ZERO).await;
+    let secret = new_secret();
+    let s = TestServer::start_with(&webhook_connector(
+        secrets.path(),
+        "gone",
+        &receiver.url,
+        &secret,
+        "",
+    ))
+    .await;
+    s.create_user("first@example.com").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while receiver.received().is_empty() {
+        assert!(Instant::now() < deadline, "no attempt was made");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..5 {
+        s.create_user(&format!("later{i}@example.com")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "nothing more is sent to an endpoint that is gone"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scim-relay"))
+        .arg("--config")
+        .arg(s.config_path())
+        .args(["status", "--json"])
+        .output()
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status[0]["switches"]["paused"], true);
+    assert_eq!(status[0]["dead"], 1);
+    assert_eq!(status[0]["pending"], 5, "later events wait in the outbox");
+    s.stop().await;
+}

@@ -298,6 +298,14 @@ async fn attempt(store: &Store, connector: &Connector, circuit: &Mutex<Circuit>,
         }
         Outcome::Permanent { status, error } => {
             tracing::error!(connector = name, delivery = %d.id, error = %error, "delivery rejected; dead-lettered");
+            if *status == Some(410) {
+                // 410 Gone: the endpoint says it no longer exists. Stop sending (the rest
+                // waits in the outbox) until an operator fixes the URL and resumes.
+                tracing::error!(connector = name, "the target answered 410 Gone; connector paused (`scim-relay connectors resume {name}` after fixing its url)");
+                if let Err(e) = store.set_paused(name, true).await {
+                    tracing::error!(connector = name, error = %e, "cannot pause the connector");
+                }
+            }
             store.mark_failed(&d.id, *status, error, None).await
         }
     };
