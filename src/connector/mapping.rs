@@ -840,26 +840,13 @@ fn creation_fields(
     attr: &Attr,
     filter: &Filter,
 ) -> Result<Map<String, Value>, MappingError> {
-    fn collect<'f>(filter: &'f Filter, out: &mut Vec<(&'f AttrPath, &'f Value)>) -> bool {
-        match filter {
-            Filter::Compare(p, CompareOp::Eq, lit)
-                if p.urn.is_none() && p.sub.is_none() && !lit.is_null() =>
-            {
-                out.push((p, lit));
-                true
-            }
-            Filter::And(l, r) => collect(l, out) && collect(r, out),
-            _ => false,
-        }
-    }
-    let mut pairs = Vec::new();
-    if !collect(filter, &mut pairs) {
+    let Some(pairs) = filter.eq_conjuncts() else {
         return Err(invalid_target(
             key,
             "a target filter must be `eq` comparisons joined by `and` (it says which element \
              to create), e.g. [type eq \"work\"]",
         ));
-    }
+    };
     let mut fields = Map::new();
     for (path, lit) in pairs {
         let sub = leaf(key, attr, &path.name)?;

@@ -80,6 +80,51 @@ pub fn from_config(config: &Config, store: &Store) -> Result<Vec<Connector>, Con
         .collect()
 }
 
+impl Limits {
+    fn of(c: &ConnectorConfig) -> Limits {
+        Limits {
+            concurrency: c.concurrency,
+            rate_limit: c.rate_limit,
+            timeout: Duration::from_millis(c.timeout_ms),
+            retry: c.retry.clone(),
+        }
+    }
+}
+
+/// The HTTP client of one connector: its timeout, no redirects (a payload goes to the
+/// configured URL and nowhere else; a redirect is a failure), a pool sized to its
+/// concurrency, and `headers` on every request.
+fn http_client(
+    c: &ConnectorConfig,
+    headers: reqwest::header::HeaderMap,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let timeout = Duration::from_millis(c.timeout_ms);
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(c.concurrency)
+        .default_headers(headers)
+        .user_agent(concat!("scim-relay/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// The connector's configured extra headers.
+fn extra_headers(
+    c: &ConnectorConfig,
+    bad: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<reqwest::header::HeaderMap, ConfigError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (k, v) in &c.headers {
+        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| bad("headers", format!("{k:?}: {e}")))?;
+        let value = reqwest::header::HeaderValue::from_str(v)
+            .map_err(|e| bad("headers", format!("{k:?}: {e}")))?;
+        headers.insert(name, value);
+    }
+    Ok(headers)
+}
+
 /// A network error in words an operator can act on (never the payload or headers).
 fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {

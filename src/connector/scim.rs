@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{json, Value};
 
 use super::mapping::{diff_ops, Expr, Mapping};
@@ -114,31 +114,12 @@ impl ScimConnector {
             reqwest::header::ACCEPT,
             HeaderValue::from_static("application/scim+json, application/json"),
         );
-        for (k, v) in &c.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| bad("headers", format!("{k:?}: {e}")))?;
-            let value =
-                HeaderValue::from_str(v).map_err(|e| bad("headers", format!("{k:?}: {e}")))?;
-            headers.insert(name, value);
-        }
-        let timeout = std::time::Duration::from_millis(c.timeout_ms);
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none())
-            .default_headers(headers)
-            .pool_max_idle_per_host(c.concurrency)
-            .user_agent(concat!("scim-relay/", env!("CARGO_PKG_VERSION")))
-            .build()
+        headers.extend(super::extra_headers(c, &bad)?);
+        let client = super::http_client(c, headers)
             .map_err(|e| bad("url", format!("cannot build HTTP client: {e}")))?;
         Ok(ScimConnector {
             name: c.name.clone(),
-            limits: Limits {
-                concurrency: c.concurrency,
-                rate_limit: c.rate_limit,
-                timeout,
-                retry: c.retry.clone(),
-            },
+            limits: Limits::of(c),
             base: c.url.trim_end_matches('/').to_string(),
             client,
             mapping,
@@ -524,22 +505,26 @@ impl ScimConnector {
                     .await?;
                 Ok(answer.status)
             }
-            Deprovision::Delete => {
-                let answer = self.send(reqwest::Method::DELETE, &path, None).await?;
-                if !(answer.ok() || answer.status == 404) {
-                    return Err(answer.failure());
-                }
-                self.save(
-                    ResourceKind::User,
-                    id,
-                    link.remote_id,
-                    link.state,
-                    LinkStatus::Deleted,
-                )
-                .await?;
-                Ok(answer.status)
-            }
+            Deprovision::Delete => self.delete_remote(ResourceKind::User, id, link).await,
         }
+    }
+
+    /// Deletes the remote resource (already gone is fine) and remembers that it is.
+    async fn delete_remote(&self, kind: ResourceKind, local_id: &str, link: Link) -> Step<u16> {
+        let path = format!("{}/{}", kind.endpoint(), link.remote_id);
+        let answer = self.send(reqwest::Method::DELETE, &path, None).await?;
+        if !(answer.ok() || answer.status == 404) {
+            return Err(answer.failure());
+        }
+        self.save(
+            kind,
+            local_id,
+            link.remote_id,
+            link.state,
+            LinkStatus::Deleted,
+        )
+        .await?;
+        Ok(answer.status)
     }
 
     async fn save(
@@ -617,27 +602,7 @@ impl ScimConnector {
                 .await?;
                 Ok(status)
             }
-            (None, Some(link)) => {
-                let answer = self
-                    .send(
-                        reqwest::Method::DELETE,
-                        &format!("/Groups/{}", link.remote_id),
-                        None,
-                    )
-                    .await?;
-                if !(answer.ok() || answer.status == 404) {
-                    return Err(answer.failure());
-                }
-                self.save(
-                    ResourceKind::Group,
-                    id,
-                    link.remote_id,
-                    link.state,
-                    LinkStatus::Deleted,
-                )
-                .await?;
-                Ok(answer.status)
-            }
+            (None, Some(link)) => self.delete_remote(ResourceKind::Group, id, link).await,
             (None, None) => Ok(0),
         }
     }

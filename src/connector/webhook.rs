@@ -1,9 +1,7 @@
 //! The webhook connector: POSTs each event's envelope as JSON, signed per the Standard
 //! Webhooks spec (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
 
-use std::time::Duration;
-
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 
 use super::signing::{parse_secrets, sign, Secret};
 use super::Limits;
@@ -19,7 +17,6 @@ pub struct WebhookConnector {
     pub limits: Limits,
     url: reqwest::Url,
     secrets: Vec<Secret>,
-    headers: HeaderMap,
     client: reqwest::Client,
 }
 
@@ -37,35 +34,13 @@ impl WebhookConnector {
         let secrets = parse_secrets(&c.secret(config, index)?)
             .map_err(|e| bad("secret_env", format!("connector {:?}: {e}", c.name)))?;
         let url = reqwest::Url::parse(&c.url).map_err(|e| bad("url", e.to_string()))?;
-        let mut headers = HeaderMap::new();
-        for (k, v) in &c.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| bad("headers", format!("{k:?}: {e}")))?;
-            let value =
-                HeaderValue::from_str(v).map_err(|e| bad("headers", format!("{k:?}: {e}")))?;
-            headers.insert(name, value);
-        }
-        let timeout = Duration::from_millis(c.timeout_ms);
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            // A signed payload goes to the configured URL only; a redirect is a failure.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(c.concurrency)
-            .user_agent(concat!("scim-relay/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let client = super::http_client(c, super::extra_headers(c, &bad)?)
             .map_err(|e| bad("url", format!("cannot build HTTP client: {e}")))?;
         Ok(WebhookConnector {
             name: c.name.clone(),
-            limits: Limits {
-                concurrency: c.concurrency,
-                rate_limit: c.rate_limit,
-                timeout,
-                retry: c.retry.clone(),
-            },
+            limits: Limits::of(c),
             url,
             secrets,
-            headers,
             client,
         })
     }
@@ -77,7 +52,6 @@ impl WebhookConnector {
         let request = self
             .client
             .post(self.url.clone())
-            .headers(self.headers.clone())
             .header(CONTENT_TYPE, "application/json")
             .header("webhook-id", &d.id)
             .header("webhook-timestamp", timestamp.to_string())

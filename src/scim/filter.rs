@@ -889,6 +889,26 @@ impl Filter {
         self.conjunct_with(CompareOp::Eq, attrs)
     }
 
+    /// For a filter that is `a eq x`, or an `and` of such over plain (unqualified, top-level)
+    /// names with non-null literals, the (name, literal) pairs: the element the filter
+    /// describes, used to create one (`emails[type eq "work"].value`). `None` otherwise.
+    pub fn eq_conjuncts(&self) -> Option<Vec<(&AttrPath, &Literal)>> {
+        fn collect<'f>(filter: &'f Filter, out: &mut Vec<(&'f AttrPath, &'f Literal)>) -> bool {
+            match filter {
+                Filter::Compare(p, CompareOp::Eq, lit)
+                    if p.urn.is_none() && p.sub.is_none() && !lit.is_null() =>
+                {
+                    out.push((p, lit));
+                    true
+                }
+                Filter::And(l, r) => collect(l, out) && collect(r, out),
+                _ => false,
+            }
+        }
+        let mut pairs = Vec::new();
+        collect(self, &mut pairs).then_some(pairs)
+    }
+
     /// Like [`Filter::indexable_conjunct`], for an `attr sw "prefix"` conjunct, which an
     /// ordered index answers as a range.
     pub fn indexable_prefix(&self, attrs: &[&str]) -> Option<(String, &Literal)> {

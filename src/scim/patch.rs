@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
-use super::filter::{parse_path, AttrPath, CompareOp, Filter, PatchPath};
+use super::filter::{parse_path, AttrPath, Filter, PatchPath};
 use super::schema::{self, AttrDef, AttrType, Container, Mutability, SchemaDef};
 use super::{ResourceKind, ScimError, PATCH_OP_SCHEMA};
 
@@ -845,22 +845,7 @@ fn element_case_exact(def: &AttrDef, path: &AttrPath) -> bool {
 /// The element a filter of `eq` comparisons describes (`type eq "work" and primary eq true`
 /// → `{"type": "work", "primary": true}`); `None` for any other filter.
 fn creation_fields(def: &AttrDef, filter: &Filter) -> Option<Map<String, Value>> {
-    fn collect<'f>(filter: &'f Filter, out: &mut Vec<(&'f AttrPath, &'f Value)>) -> bool {
-        match filter {
-            Filter::Compare(p, CompareOp::Eq, lit)
-                if p.urn.is_none() && p.sub.is_none() && !lit.is_null() =>
-            {
-                out.push((p, lit));
-                true
-            }
-            Filter::And(l, r) => collect(l, out) && collect(r, out),
-            _ => false,
-        }
-    }
-    let mut pairs = Vec::new();
-    if !collect(filter, &mut pairs) {
-        return None;
-    }
+    let pairs = filter.eq_conjuncts()?;
     let mut fields = Map::new();
     for (path, lit) in pairs {
         let sub = def.sub_attr(&path.name)?;
