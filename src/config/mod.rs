@@ -192,7 +192,7 @@ impl Config {
         })?;
         config.dir = dir;
         config.file = file.to_string();
-        config.validate()?;
+        config.validate().map_err(|e| with_line(e, text, file))?;
         Ok(config)
     }
 
@@ -315,6 +315,74 @@ pub fn read_secret(
     Ok(None)
 }
 
+/// Adds the line to a validation error about this file, when the key can be found in it
+/// (a default that was never written has no line).
+fn with_line(e: ConfigError, text: &str, this_file: &str) -> ConfigError {
+    match e {
+        ConfigError::Value { file, key, message } if file == this_file => {
+            match locate(text, &key) {
+                Some((line, column)) => ConfigError::Invalid {
+                    file,
+                    line,
+                    column,
+                    key,
+                    message,
+                },
+                None => ConfigError::Value { file, key, message },
+            }
+        }
+        other => other,
+    }
+}
+
+/// Where `key` (`server.listen`, `connectors[1].scope`, `connectors[0].retry`) is written:
+/// its line and column. Scans headers and `key =` lines; good enough for the keys this
+/// config has, which are never dotted inline.
+fn locate(text: &str, key: &str) -> Option<(usize, usize)> {
+    let (table, leaf) = key.rsplit_once('.')?;
+    let (table, index) = match table.split_once('[') {
+        Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()?),
+        None => (table, 0),
+    };
+    let mut current = String::new();
+    let mut seen = 0usize;
+    let mut in_target = false;
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(header) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            current = header.trim().to_string();
+            if current == table {
+                in_target = seen == index;
+                seen += 1;
+            } else {
+                in_target = false;
+            }
+            continue;
+        }
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            let header = header.trim();
+            // A sub-table of the target (`[connectors.retry]`) may be the key itself.
+            if in_target && header == format!("{table}.{leaf}") {
+                let column = raw.find('[').unwrap_or(0) + 1;
+                return Some((n + 1, column));
+            }
+            if !header.starts_with(&format!("{table}.")) {
+                in_target = header == table;
+            }
+            current = header.to_string();
+            continue;
+        }
+        let written = line
+            .split_once('=')
+            .map(|(k, _)| k.trim().trim_matches('"'));
+        if in_target && current.starts_with(table) && written == Some(leaf) {
+            let column = raw.find(leaf).unwrap_or(0) + 1;
+            return Some((n + 1, column));
+        }
+    }
+    None
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
@@ -393,6 +461,27 @@ mod tests {
         assert!(err.starts_with("test.toml:2:"), "{err}");
         assert!(err.contains("server.listen"), "{err}");
         assert!(!err.contains("secret123"), "{err}");
+    }
+
+    #[test]
+    fn validation_errors_name_the_line_where_the_key_is_written() {
+        let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nbase_path = \"scim\"\n")
+            .expect_err("relative base path")
+            .to_string();
+        assert!(err.starts_with("test.toml:3:1: server.base_path:"), "{err}");
+        let two = "[[connectors]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"http://x/\"\nsecret_env = \"S\"\n\
+                   [[connectors]]\nname = \"b\"\nkind = \"webhook\"\nurl = \"http://x/\"\nsecret_env = \"S\"\nscope = 'nope'\n";
+        let err = parse(two).expect_err("bad scope").to_string();
+        assert!(
+            err.starts_with("test.toml:11:1: connectors[1].scope:"),
+            "{err}"
+        );
+        let retry = "[[connectors]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"http://x/\"\nsecret_env = \"S\"\n[connectors.retry]\ninitial_ms = 9\nmax_ms = 1\n";
+        let err = parse(retry).expect_err("bad retry").to_string();
+        assert!(
+            err.starts_with("test.toml:6:1: connectors[0].retry:"),
+            "{err}"
+        );
     }
 
     #[test]
