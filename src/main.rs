@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use scim_relay::config::{Config, LogFormat};
 use scim_relay::server;
-use scim_relay::store::DeliveryFilter;
+use scim_relay::store::{DeliveryFilter, TokenScope};
 
 mod cli;
 
@@ -127,6 +127,9 @@ enum TokenCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// A token for the admin API instead of the SCIM API (never interchangeable).
+        #[arg(long)]
+        admin: bool,
     },
     /// List tokens (names and dates, never the tokens).
     List,
@@ -222,8 +225,16 @@ fn main() -> ExitCode {
 async fn token_command(config: &Config, command: TokenCommand) -> Result<(), String> {
     let store = cli::open_store(config)?;
     match command {
-        TokenCommand::Create { name } => {
-            let (info, token) = store.create_token(&name).await.map_err(|e| e.to_string())?;
+        TokenCommand::Create { name, admin } => {
+            let scope = if admin {
+                TokenScope::Admin
+            } else {
+                TokenScope::Scim
+            };
+            let (info, token) = store
+                .create_token(&name, scope)
+                .await
+                .map_err(|e| e.to_string())?;
             eprintln!(
                 "created token {:?} (id {}); it is shown once, store it in the IdP now",
                 info.name, info.id

@@ -14,7 +14,7 @@ use crate::connector;
 use crate::http::{self, AppState};
 use crate::outbox::{self, Engine, Fanout, Route, RouteKind};
 use crate::scim::filter::parse_filter;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, TokenScope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -84,7 +84,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
     let connectors = connector::from_config(config, &store)?;
     let engine = outbox::start(store.clone(), &fanout, connectors).await?;
     let state = AppState::new(config, store.clone(), addr)?;
-    if state.configured_token.is_none() && store.tokens().active_count()? == 0 {
+    if state.configured_token.is_none() && store.tokens().active_count(TokenScope::Scim)? == 0 {
         tracing::warn!(
             "no API token exists yet: create one with `scim-relay --config {} token create --name <idp>` \
              and give it to the identity provider as its Secret Token",

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::AppState;
 use crate::scim::ScimError;
-use crate::store::hash_token;
+use crate::store::{hash_token, TokenScope};
 
 /// The token from `Authorization: Bearer <token>` (scheme compared case-insensitively).
 fn bearer(req: &Request) -> Option<&str> {
@@ -33,7 +33,7 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         .as_ref()
         .is_some_and(|h| bool::from(subtle::ConstantTimeEq::ct_eq(&h[..], &hash[..])));
     let valid = configured
-        || match state.store.tokens().contains(&hash) {
+        || match state.store.tokens().contains(&hash, TokenScope::Scim) {
             Ok(found) => found,
             Err(e) => return ApiError::from(e).into_response(),
         };

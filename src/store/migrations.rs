@@ -54,6 +54,8 @@ CREATE TABLE tokens (
     name      TEXT NOT NULL,
     -- SHA-256 of the token; the token itself is shown once and never stored.
     hash      BLOB NOT NULL UNIQUE,
+    -- scim: the IdP's SCIM API; admin: the admin API. Never interchangeable.
+    scope     TEXT NOT NULL DEFAULT 'scim' CHECK (scope IN ('scim', 'admin')),
     created   TEXT NOT NULL,
     revoked   TEXT
 ) STRICT;

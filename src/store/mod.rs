@@ -18,7 +18,7 @@ mod users;
 pub use links::{ConnectorSwitches, LeaverPolicy, Link, LinkStatus};
 pub use outbox::{now_ms, Claimed, ConnectorStatus, DeliveryFilter, DeliveryInfo, STATUSES};
 pub use resources::{ListQuery, Page};
-pub use tokens::{active_hashes, hash_token, TokenCache, TokenInfo};
+pub use tokens::{active_hashes, hash_token, TokenCache, TokenInfo, TokenScope};
 
 use resources::check_if_match;
 

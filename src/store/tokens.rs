@@ -9,13 +9,45 @@ use sha2::{Digest, Sha256};
 use super::{now_rfc3339, Store, StoreError};
 use crate::scim::ScimError;
 
-/// Prefix of every token, so a leaked one is recognisable in a secret scanner.
-const TOKEN_PREFIX: &str = "scr_";
+/// What a token opens. A SCIM token never opens the admin API, nor the reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    Scim,
+    Admin,
+}
 
-#[derive(Debug, Clone, PartialEq)]
+impl TokenScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Scim => "scim",
+            TokenScope::Admin => "admin",
+        }
+    }
+
+    /// Every token starts with its scope's prefix, so a leaked one is recognisable in a
+    /// secret scanner and a misplaced one is obvious.
+    fn prefix(self) -> &'static str {
+        match self {
+            TokenScope::Scim => "scr_",
+            TokenScope::Admin => "sca_",
+        }
+    }
+
+    fn parse(s: &str) -> TokenScope {
+        if s == "admin" {
+            TokenScope::Admin
+        } else {
+            TokenScope::Scim
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TokenInfo {
     pub id: String,
     pub name: String,
+    pub scope: TokenScope,
     pub created: String,
     pub revoked: Option<String>,
 }
@@ -24,19 +56,21 @@ pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn new_token() -> String {
+fn new_token(scope: TokenScope) -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     format!(
-        "{TOKEN_PREFIX}{}",
+        "{}{}",
+        scope.prefix(),
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     )
 }
 
-/// The hashes of every token that is not revoked.
-pub fn active_hashes(conn: &Connection) -> Result<Vec<[u8; 32]>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT hash FROM tokens WHERE revoked IS NULL")?;
-    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+/// The hashes of every token of this scope that is not revoked.
+pub fn active_hashes(conn: &Connection, scope: TokenScope) -> Result<Vec<[u8; 32]>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT hash FROM tokens WHERE revoked IS NULL AND scope = ?1")?;
+    let rows = stmt.query_map([scope.as_str()], |r| r.get::<_, Vec<u8>>(0))?;
     let mut out = Vec::new();
     for row in rows {
         if let Ok(hash) = <[u8; 32]>::try_from(row?.as_slice()) {
@@ -48,7 +82,11 @@ pub fn active_hashes(conn: &Connection) -> Result<Vec<[u8; 32]>, StoreError> {
 
 impl Store {
     /// Creates a token; returns its record and the token, which is never retrievable again.
-    pub async fn create_token(&self, name: &str) -> Result<(TokenInfo, String), StoreError> {
+    pub async fn create_token(
+        &self,
+        name: &str,
+        scope: TokenScope,
+    ) -> Result<(TokenInfo, String), StoreError> {
         let name = name.trim().to_string();
         if name.is_empty() || name.len() > 200 {
             return Err(ScimError::invalid_value("token name must be 1 to 200 characters").into());
@@ -67,10 +105,11 @@ impl Store {
                 ))
                 .into());
             }
-            let token = new_token();
+            let token = new_token(scope);
             let info = TokenInfo {
                 id: uuid::Uuid::new_v4().to_string(),
                 name,
+                scope,
                 created: now_rfc3339(),
                 revoked: None,
             };
@@ -91,7 +130,7 @@ impl Store {
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, name, created, revoked FROM tokens ORDER BY created, name",
+                "SELECT id, name, created, revoked, scope FROM tokens ORDER BY created, name",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok(TokenInfo {
@@ -99,6 +138,7 @@ impl Store {
                     name: r.get(1)?,
                     created: r.get(2)?,
                     revoked: r.get(3)?,
+                    scope: TokenScope::parse(&r.get::<_, String>(4)?),
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -132,7 +172,8 @@ pub struct TokenCache {
 struct CacheState {
     conn: Connection,
     data_version: Option<i64>,
-    hashes: Vec<[u8; 32]>,
+    scim: Vec<[u8; 32]>,
+    admin: Vec<[u8; 32]>,
 }
 
 impl TokenCache {
@@ -141,14 +182,15 @@ impl TokenCache {
             state: std::sync::Mutex::new(CacheState {
                 conn,
                 data_version: None,
-                hashes: Vec::new(),
+                scim: Vec::new(),
+                admin: Vec::new(),
             }),
         }
     }
 
     /// Whether the token's hash is one of the active tokens, compared in constant time
     /// against every one of them so timing reveals neither which nor how many matched.
-    pub fn contains(&self, hash: &[u8; 32]) -> Result<bool, StoreError> {
+    pub fn contains(&self, hash: &[u8; 32], scope: TokenScope) -> Result<bool, StoreError> {
         use subtle::ConstantTimeEq;
         let mut state = self.state.lock().map_err(|_| StoreError::Stopped)?;
         // data_version changes when any other connection commits; cheap to read.
@@ -156,19 +198,24 @@ impl TokenCache {
             .conn
             .query_row("PRAGMA data_version", [], |r| r.get(0))?;
         if state.data_version != Some(version) {
-            state.hashes = active_hashes(&state.conn)?;
+            state.scim = active_hashes(&state.conn, TokenScope::Scim)?;
+            state.admin = active_hashes(&state.conn, TokenScope::Admin)?;
             state.data_version = Some(version);
         }
+        let hashes = match scope {
+            TokenScope::Scim => &state.scim,
+            TokenScope::Admin => &state.admin,
+        };
         let mut found = subtle::Choice::from(0u8);
-        for h in &state.hashes {
+        for h in hashes {
             found |= h.ct_eq(hash);
         }
         Ok(bool::from(found))
     }
 
-    /// How many tokens are active (to tell a new operator how to create the first one).
-    pub fn active_count(&self) -> Result<usize, StoreError> {
+    /// How many tokens of a scope are active (to tell a new operator how to create one).
+    pub fn active_count(&self, scope: TokenScope) -> Result<usize, StoreError> {
         let state = self.state.lock().map_err(|_| StoreError::Stopped)?;
-        Ok(active_hashes(&state.conn)?.len())
+        Ok(active_hashes(&state.conn, scope)?.len())
     }
 }
