@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::config::{Config, ConfigError, ConnectorKind};
 use crate::connector;
+use crate::http::admin::AdminState;
 use crate::http::{self, AppState};
 use crate::outbox::{self, Engine, Fanout, Route, RouteKind};
 use crate::scim::filter::parse_filter;
@@ -34,8 +35,11 @@ pub enum ServeError {
 /// A server that is listening; `run` serves until the shutdown future resolves.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where the admin listener is, when `[admin] listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     listener: TcpListener,
     app: axum::Router,
+    admin: Option<(TcpListener, axum::Router)>,
     engine: Engine,
 }
 
@@ -92,10 +96,44 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         );
     }
     let app = http::router(state, &config.server.base_path);
+    let admin = match config.admin.listen {
+        Some(admin_addr) => {
+            let admin_listener =
+                TcpListener::bind(admin_addr)
+                    .await
+                    .map_err(|source| ServeError::Bind {
+                        addr: admin_addr,
+                        source,
+                    })?;
+            let admin_state = AdminState {
+                store: store.clone(),
+                connectors: Arc::new(config.connectors.clone()),
+                configured_token: config
+                    .configured_admin_token()?
+                    .map(|t| crate::store::hash_token(&t)),
+            };
+            if admin_state.configured_token.is_none()
+                && store.tokens().active_count(TokenScope::Admin)? == 0
+            {
+                tracing::warn!(
+                    "the admin listener has no token yet: create one with `scim-relay --config {} token create --admin --name <operator>`",
+                    config.file
+                );
+            }
+            Some((admin_listener, http::admin::router(admin_state)))
+        }
+        None => None,
+    };
+    let admin_addr = match &admin {
+        Some((l, _)) => Some(l.local_addr()?),
+        None => None,
+    };
     Ok(Running {
         addr,
+        admin_addr,
         listener,
         app,
+        admin,
         engine,
     })
 }
@@ -106,7 +144,21 @@ impl Running {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         tracing::info!(addr = %self.addr, "scim-relay listening");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let admin = self.admin.map(|(listener, app)| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "admin API listening");
+            }
+            let mut stopped = stopped.clone();
+            tokio::spawn(http::serve(listener, app, async move {
+                let _ = stopped.changed().await;
+            }))
+        });
         http::serve(self.listener, self.app, shutdown).await?;
+        let _ = stop.send(true);
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         self.engine.shutdown(Duration::from_secs(10)).await;
         tracing::info!("scim-relay stopped");
         Ok(())

@@ -50,6 +50,8 @@ pub struct Config {
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
     pub scim: ScimConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
@@ -112,6 +114,18 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+/// The admin listener: admin API, `/metrics`, `/events`, the status page. Off unless
+/// `listen` is set (the shipped config sets 127.0.0.1:8081); it has its own tokens
+/// (`token create --admin`), and an admin token from the environment or a file may be
+/// supplied as for the SCIM API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: Option<SocketAddr>,
     pub token_env: Option<String>,
     pub token_file: Option<PathBuf>,
 }
@@ -259,6 +273,17 @@ impl Config {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("http://{bound}{}", self.server.base_path),
         }
+    }
+
+    /// The admin token configured through `admin.token_env` / `admin.token_file`, if any.
+    pub fn configured_admin_token(&self) -> Result<Option<String>, ConfigError> {
+        read_secret(
+            self,
+            "admin.token_env",
+            self.admin.token_env.as_deref(),
+            "admin.token_file",
+            self.admin.token_file.as_deref(),
+        )
     }
 
     /// The token configured through `auth.token_env` / `auth.token_file`, if any.

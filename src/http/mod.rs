@@ -2,6 +2,7 @@
 //! body limits, and SCIM error bodies. Handlers stay thin: they parse, call the store, and
 //! render; the rules live in `scim` and `store`.
 
+pub mod admin;
 mod auth;
 mod body;
 mod discovery;

@@ -7,6 +7,7 @@
 //! answers them all. Reads run on dedicated read-only connections beside the writer (WAL).
 //! Nothing outside this module knows SQL, so another backend can follow behind the same API.
 
+mod events;
 mod groups;
 mod links;
 mod migrations;
@@ -15,6 +16,7 @@ mod resources;
 mod tokens;
 mod users;
 
+pub use events::LoggedEvent;
 pub use links::{ConnectorSwitches, LeaverPolicy, Link, LinkStatus};
 pub use outbox::{now_ms, Claimed, ConnectorStatus, DeliveryFilter, DeliveryInfo, STATUSES};
 pub use resources::{ListQuery, Page};

@@ -11,9 +11,12 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 pub const TOKEN: &str = "test-token-0123456789abcdef";
+pub const ADMIN_TOKEN: &str = "test-admin-token-fedcba9876543210";
 
 pub struct TestServer {
     pub base: String,
+    /// Base URL of the admin listener.
+    pub admin: String,
     pub addr: std::net::SocketAddr,
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
@@ -40,8 +43,9 @@ impl TestServer {
     /// Starts a server on the database already in `dir` (see [`TestServer::stop_keeping`]).
     pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestServer {
         std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
+        std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).expect("admin token file");
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"db/test.db\"\n[auth]\ntoken_file = \"token\"\n{extra}"
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \"db/test.db\"\n[auth]\ntoken_file = \"token\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin-token\"\n{extra}"
         );
         let path = dir.path().join("config.toml");
         std::fs::write(&path, text).expect("config file");
@@ -50,6 +54,9 @@ impl TestServer {
             .await
             .expect("server starts");
         let addr = running.addr;
+        let admin = running
+            .admin_addr
+            .expect("the test config enables the admin listener");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = running
@@ -61,6 +68,7 @@ impl TestServer {
         TestServer {
             base: format!("http://{addr}/scim/v2"),
             addr,
+            admin: format!("http://{admin}"),
             client: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(30))
                 .build()
