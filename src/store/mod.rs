@@ -9,6 +9,7 @@
 
 mod events;
 mod groups;
+mod history;
 mod links;
 mod migrations;
 mod outbox;
