@@ -193,3 +193,64 @@ fn shipped_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn admin_and_scim_tokens_never_open_each_others_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    let port = free_port();
+    let admin_port = free_port();
+    std::fs::write(
+        &config,
+        format!("[storage]\npath = \"relay.db\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n"),
+    )
+    .expect("config");
+    let token = |admin: bool| {
+        let mut cmd = bin();
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["token", "create", "--name"]);
+        cmd.arg(if admin { "ops" } else { "idp" });
+        if admin {
+            cmd.arg("--admin");
+        }
+        let out = cmd.output().expect("token create");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_string()
+    };
+    let (scim, admin) = (token(false), token(true));
+    assert!(scim.starts_with("scr_") && admin.starts_with("sca_"));
+    let _server = serve(&config, port);
+    assert_eq!(get_users(port, &scim), 200);
+    assert_eq!(
+        get_users(port, &admin),
+        401,
+        "an admin token opens no SCIM route"
+    );
+    let status = |token: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", admin_port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET /api/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        buf.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(status(&admin), 200);
+    assert_eq!(status(&scim), 401, "a SCIM token opens no admin route");
+}

@@ -114,12 +114,13 @@ impl Store {
                 revoked: None,
             };
             conn.execute(
-                "INSERT INTO tokens (id, name, hash, created) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO tokens (id, name, hash, created, scope) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
                     info.id,
                     info.name,
                     hash_token(&token).to_vec(),
-                    info.created
+                    info.created,
+                    info.scope.as_str()
                 ],
             )?;
             Ok((info, token))
@@ -163,6 +164,32 @@ impl Store {
     }
 }
 
+/// The hash and name of every token of this scope that is not revoked.
+fn active_tokens(conn: &Connection, scope: TokenScope) -> Result<Vec<ActiveToken>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT hash, name FROM tokens WHERE revoked IS NULL AND scope = ?1")?;
+    let rows = stmt.query_map([scope.as_str()], |r| {
+        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (hash, name) = row?;
+        if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+            out.push(ActiveToken {
+                hash,
+                name: name.into(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// An active token as the cache keeps it: its hash, and its name for the provisioning log.
+struct ActiveToken {
+    hash: [u8; 32],
+    name: std::sync::Arc<str>,
+}
+
 /// The active token hashes, re-read whenever the database changed since the last check, so a
 /// token revoked from the CLI (another process) is refused from the next request on.
 pub struct TokenCache {
@@ -172,8 +199,8 @@ pub struct TokenCache {
 struct CacheState {
     conn: Connection,
     data_version: Option<i64>,
-    scim: Vec<[u8; 32]>,
-    admin: Vec<[u8; 32]>,
+    scim: Vec<ActiveToken>,
+    admin: Vec<ActiveToken>,
 }
 
 impl TokenCache {
@@ -191,26 +218,44 @@ impl TokenCache {
     /// Whether the token's hash is one of the active tokens, compared in constant time
     /// against every one of them so timing reveals neither which nor how many matched.
     pub fn contains(&self, hash: &[u8; 32], scope: TokenScope) -> Result<bool, StoreError> {
-        use subtle::ConstantTimeEq;
+        Ok(self.lookup(hash, scope)?.is_some())
+    }
+
+    /// The name of the active token with this hash (`None`: no such active token), found
+    /// like [`TokenCache::contains`]: every hash is compared in constant time, and the name
+    /// is picked only after the walk, so timing does not say which one matched.
+    pub fn lookup(
+        &self,
+        hash: &[u8; 32],
+        scope: TokenScope,
+    ) -> Result<Option<std::sync::Arc<str>>, StoreError> {
+        use subtle::{ConditionallySelectable, ConstantTimeEq};
         let mut state = self.state.lock().map_err(|_| StoreError::Stopped)?;
         // data_version changes when any other connection commits; cheap to read.
         let version: i64 = state
             .conn
             .query_row("PRAGMA data_version", [], |r| r.get(0))?;
         if state.data_version != Some(version) {
-            state.scim = active_hashes(&state.conn, TokenScope::Scim)?;
-            state.admin = active_hashes(&state.conn, TokenScope::Admin)?;
+            state.scim = active_tokens(&state.conn, TokenScope::Scim)?;
+            state.admin = active_tokens(&state.conn, TokenScope::Admin)?;
             state.data_version = Some(version);
         }
-        let hashes = match scope {
+        let tokens = match scope {
             TokenScope::Scim => &state.scim,
             TokenScope::Admin => &state.admin,
         };
         let mut found = subtle::Choice::from(0u8);
-        for h in hashes {
-            found |= h.ct_eq(hash);
+        let mut index = 0u64;
+        for (i, t) in tokens.iter().enumerate() {
+            let eq = t.hash.ct_eq(hash);
+            index = u64::conditional_select(&index, &(i as u64), eq);
+            found |= eq;
         }
-        Ok(bool::from(found))
+        if !bool::from(found) {
+            return Ok(None);
+        }
+        let index = usize::try_from(index).unwrap_or(usize::MAX);
+        Ok(tokens.get(index).map(|t| t.name.clone()))
     }
 
     /// How many tokens of a scope are active (to tell a new operator how to create one).
