@@ -5,6 +5,8 @@
 use std::sync::Arc;
 
 use scim_relay::config::{Config, ConnectorConfig, ConnectorKind};
+use scim_relay::connector::reconcile::{self, Report};
+use scim_relay::connector::Connector;
 use scim_relay::outbox::Fanout;
 use scim_relay::store::{now_ms, DeliveryFilter, DeliveryInfo, Store, STATUSES};
 
@@ -223,4 +225,140 @@ pub async fn pause(config: &Config, name: &str, paused: bool) -> Result<(), Stri
         eprintln!("resumed {name}; {n} waiting deliveries are due now");
     }
     Ok(())
+}
+
+/// Compares a SCIM connector's target with what it should hold and prints the drift; `fix`
+/// queues the repairs. Drift is a finding, not a failure: the exit status is 0 either way.
+pub async fn reconcile(config: &Config, name: &str, fix: bool, json: bool) -> Result<(), String> {
+    let (index, c) = config
+        .connectors
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.name == name)
+        .ok_or_else(|| format!("no connector named {name:?} in {}", config.file))?;
+    if c.kind != ConnectorKind::Scim {
+        return Err(format!(
+            "{name:?} is a webhook connector: reconcile compares a SCIM connector's target"
+        ));
+    }
+    let store = open_store(config)?;
+    // Only this connector is built, so another connector's missing secret does not matter.
+    let built = Connector::from_config(config, index, c, &store).map_err(|e| e.to_string())?;
+    let scim = built
+        .as_scim()
+        .ok_or_else(|| format!("{name:?} is not a SCIM connector"))?;
+    let report = reconcile::reconcile(scim, &store, fix)
+        .await
+        .map_err(|e| e.to_string())?;
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn shown(name: &Option<String>) -> &str {
+    name.as_deref().unwrap_or("(no userName)")
+}
+
+fn print_report(r: &Report) {
+    let c = &r.counts;
+    println!(
+        "{}: the target lists {} users; {} of {} gateway users are in scope, {} of them in sync; \
+         {} deprovisioned as they should be",
+        r.connector, c.remote_users, c.in_scope, c.gateway_users, c.in_sync, c.deprovisioned
+    );
+    if !r.has_drift() && r.errors.is_empty() {
+        println!("no drift");
+    }
+    if !r.missing.is_empty() {
+        println!(
+            "\nmissing ({}): in scope, but the target does not hold them",
+            r.missing.len()
+        );
+        for m in &r.missing {
+            let why = match (&m.remote_id, &m.adopts) {
+                (Some(remote), _) => format!("the linked remote user {remote} is gone"),
+                (None, Some(adopt)) => format!("not linked; a sync adopts remote user {adopt}"),
+                (None, None) => "never provisioned".to_string(),
+            };
+            println!("  {} (gateway {}): {why}", shown(&m.user_name), m.local_id);
+        }
+    }
+    if !r.wrong_active.is_empty() {
+        println!("\nwrong active ({}):", r.wrong_active.len());
+        for w in &r.wrong_active {
+            let remote = w.remote.map_or("absent".to_string(), |a| a.to_string());
+            let note = if w.in_scope { "" } else { " (deprovisioned)" };
+            println!(
+                "  {} (gateway {}, remote {}): active is {remote} at the target, should be {}{note}",
+                shown(&w.user_name),
+                w.local_id,
+                w.remote_id,
+                w.desired
+            );
+        }
+    }
+    if !r.different.is_empty() {
+        println!("\ndifferent ({}):", r.different.len());
+        for d in &r.different {
+            println!(
+                "  {} (gateway {}, remote {}):",
+                shown(&d.user_name),
+                d.local_id,
+                d.remote_id
+            );
+            for a in &d.attributes {
+                println!(
+                    "    {}: target has {}, should be {}",
+                    a.path, a.remote, a.desired
+                );
+            }
+        }
+    }
+    if !r.extra.is_empty() {
+        println!(
+            "\nextra ({}): the target holds them for no gateway user in scope (never deleted by reconcile)",
+            r.extra.len()
+        );
+        for e in &r.extra {
+            let active = match e.active {
+                Some(true) => "active",
+                Some(false) => "inactive",
+                None => "active unknown",
+            };
+            let linked = e.linked_to.as_ref().map_or(String::new(), |l| {
+                format!("; its deletion for gateway user {l} is pending")
+            });
+            println!(
+                "  {} (remote {}, {active}){linked}",
+                shown(&e.user_name),
+                e.remote_id
+            );
+        }
+    }
+    if !r.errors.is_empty() {
+        println!("\ncannot map ({}):", r.errors.len());
+        for e in &r.errors {
+            println!(
+                "  {} (gateway {}): {}",
+                shown(&e.user_name),
+                e.local_id,
+                e.error
+            );
+        }
+    }
+    if r.fix {
+        println!(
+            "\n--fix: queued {} syncs; extra users are left alone",
+            c.queued
+        );
+    } else if c.missing + c.different + c.wrong_active > 0 {
+        println!(
+            "\nrepair with `scim-relay reconcile --connector {} --fix`",
+            r.connector
+        );
+    }
 }

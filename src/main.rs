@@ -71,6 +71,18 @@ enum Command {
         #[arg(long)]
         connector: String,
     },
+    /// Compare a SCIM connector's target with what it should hold: users missing there,
+    /// extra there, differing on a mapped attribute or in `active`.
+    Reconcile {
+        #[arg(long)]
+        connector: String,
+        /// Queue syncs that repair the drift (extra users are only reported).
+        #[arg(long)]
+        fix: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Pause (kill switch) or resume a connector; resume also confirms deprovisions held by
     /// leaver safety.
     Connectors {
@@ -207,6 +219,11 @@ fn main() -> ExitCode {
                 DeliveriesCommand::Discard { ids } => cli::discard(&config, ids).await,
             },
             Command::Resync { connector } => cli::resync(&config, &connector).await,
+            Command::Reconcile {
+                connector,
+                fix,
+                json,
+            } => cli::reconcile(&config, &connector, fix, json).await,
             Command::Connectors { command } => match command {
                 ConnectorsCommand::Pause { name } => cli::pause(&config, &name, true).await,
                 ConnectorsCommand::Resume { name } => cli::pause(&config, &name, false).await,

@@ -3,6 +3,7 @@
 //! outbox's.
 
 pub mod mapping;
+pub mod reconcile;
 pub mod scim;
 pub mod signing;
 pub mod webhook;
@@ -59,6 +60,14 @@ impl Connector {
         match self {
             Connector::Webhook(w) => &w.limits,
             Connector::Scim(s) => &s.limits,
+        }
+    }
+
+    /// The SCIM connector behind this one, if it is one (reconciliation needs it).
+    pub fn as_scim(&self) -> Option<&scim::ScimConnector> {
+        match self {
+            Connector::Scim(s) => Some(s),
+            Connector::Webhook(_) => None,
         }
     }
 

@@ -145,6 +145,29 @@ impl ScimConnector {
         }
     }
 
+    /// The mapping the connector pushes through (reconciliation compares what it writes).
+    pub(crate) fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    pub(crate) fn settings(&self) -> &ScimSettings {
+        &self.settings
+    }
+
+    /// A GET against the target through the connector's own client (token, headers,
+    /// timeout, no redirects): the JSON body of a 2xx answer, or why there is none.
+    pub(crate) async fn get_json(&self, path: &str) -> Result<Value, String> {
+        let answer = self
+            .send(reqwest::Method::GET, path, None)
+            .await
+            .map_err(|o| outcome_text(&o))?;
+        if answer.ok() {
+            Ok(answer.body)
+        } else {
+            Err(outcome_text(&answer.failure()))
+        }
+    }
+
     async fn send(
         &self,
         method: reqwest::Method,
@@ -188,7 +211,8 @@ impl ScimConnector {
         })
     }
 
-    fn in_scope(&self, user: &Value) -> bool {
+    /// Whether the user (its full SCIM representation) is in the connector's scope.
+    pub(crate) fn in_scope(&self, user: &Value) -> bool {
         self.scope
             .as_ref()
             .is_none_or(|scope| scope.matches(user, &|p| schema::case_exact(ResourceKind::User, p)))
@@ -232,7 +256,7 @@ impl ScimConnector {
 
     /// The mapped user this target should hold; `active` is always managed, since
     /// deprovisioning by deactivation and reactivation write it.
-    async fn desired(&self, user: &Record) -> Step<Value> {
+    pub(crate) async fn desired(&self, user: &Record) -> Step<Value> {
         let rendered = user.to_scim("");
         let mut mapped = self
             .mapping
@@ -681,6 +705,15 @@ impl ScimConnector {
             last = answer.status;
         }
         Ok(last)
+    }
+}
+
+/// An unsuccessful outcome in words, for callers outside the outbox.
+pub(crate) fn outcome_text(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Delivered { status } => format!("HTTP {status}"),
+        Outcome::Retry { error, .. } | Outcome::Permanent { error, .. } => error.clone(),
+        Outcome::Deferred { reason, .. } => reason.clone(),
     }
 }
 

@@ -93,6 +93,44 @@ impl Store {
         .await
     }
 
+    /// Every link a connector holds for resources of `kind`, deleted ones included, as
+    /// (local id, link) in local-id order (reconciliation walks them all).
+    pub async fn links_of(
+        &self,
+        connector: &str,
+        kind: ResourceKind,
+    ) -> Result<Vec<(String, Link)>, StoreError> {
+        let connector = connector.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT local_id, remote_id, state, status FROM links
+                 WHERE connector = ?1 AND kind = ?2 ORDER BY local_id",
+            )?;
+            let rows = stmt.query_map(params![connector, kind.name()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (local_id, remote_id, state, status) = row?;
+                out.push((
+                    local_id,
+                    Link {
+                        remote_id,
+                        state: serde_json::from_str(&state)?,
+                        status: LinkStatus::parse(&status),
+                    },
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Records what a connector now holds for a resource.
     pub async fn save_link(
         &self,
