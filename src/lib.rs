@@ -8,7 +8,9 @@
 pub mod config;
 pub mod connector;
 pub mod http;
+pub mod metrics;
 pub mod outbox;
+pub mod provlog;
 pub mod scim;
 pub mod server;
 pub mod store;

@@ -7,6 +7,7 @@ mod auth;
 mod body;
 mod discovery;
 pub mod error;
+pub mod observe;
 mod resources;
 
 use std::future::Future;
@@ -106,6 +107,11 @@ pub fn router(state: AppState, base_path: &str) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
+        ))
+        // Outermost, so requests refused by auth are counted, logged and get a request id.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
         ))
         .with_state(state.clone());
 

@@ -7,6 +7,7 @@
 //! connector whose attempts keep failing opens its circuit: it then sends one probe at a
 //! time, with growing pauses, while the other connectors carry on.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,8 @@ use tokio::task::JoinHandle;
 use super::policy::{backoff_ms, next_attempt_at, Outcome};
 use super::Fanout;
 use crate::connector::Connector;
+use crate::metrics::metrics;
+use crate::provlog::{self, Direction, LogEntry, LogOutcome};
 use crate::store::{now_ms, Claimed, Store, StoreError};
 
 /// Most deliveries claimed in one transaction.
@@ -251,18 +254,26 @@ impl Dispatcher {
     }
 }
 
-/// Sends one delivery and records what happened.
+/// Sends one delivery and records what happened: in the outbox, in the metrics, and in the
+/// provisioning log (one entry per attempt, carrying the request id of the SCIM change that
+/// caused it).
 async fn attempt(store: &Store, connector: &Connector, circuit: &Mutex<Circuit>, d: Claimed) {
     let name = connector.name();
+    let rid = d.request_id.as_deref().unwrap_or("");
+    let at = now_ms();
     let started = Instant::now();
     let outcome = connector.deliver(&d).await;
-    let elapsed_ms = started.elapsed().as_millis();
+    let elapsed = started.elapsed();
+    let elapsed_ms = elapsed.as_millis();
     let policy = &connector.limits().retry;
-    let recorded = match &outcome {
+    let (logged, recorded) = match &outcome {
         Outcome::Delivered { status } => {
-            tracing::debug!(connector = name, delivery = %d.id, status, elapsed_ms, "delivered");
+            tracing::debug!(connector = name, delivery = %d.id, request_id = rid, status, elapsed_ms, "delivered");
             close_circuit(circuit, name, policy.initial_ms);
-            store.mark_delivered(&d.id, *status).await
+            (
+                LogOutcome::Delivered,
+                store.mark_delivered(&d.id, *status).await,
+            )
         }
         Outcome::Retry {
             status,
@@ -277,27 +288,32 @@ async fn attempt(store: &Store, connector: &Connector, circuit: &Mutex<Circuit>,
                 *retry_after_ms,
                 rand::random::<f64>(),
             );
-            match next {
+            let logged = match next {
                 Some(_) => {
-                    tracing::warn!(connector = name, delivery = %d.id, attempt = d.attempts, error = %error, "delivery failed; will retry")
+                    tracing::warn!(connector = name, delivery = %d.id, request_id = rid, attempt = d.attempts, error = %error, "delivery failed; will retry");
+                    LogOutcome::Retry
                 }
                 None => {
-                    tracing::error!(connector = name, delivery = %d.id, error = %error, "delivery failed past the give-up age; dead-lettered")
+                    tracing::error!(connector = name, delivery = %d.id, request_id = rid, error = %error, "delivery failed past the give-up age; dead-lettered");
+                    LogOutcome::Dead
                 }
-            }
+            };
             trip_circuit(circuit, name, policy);
-            store.mark_failed(&d.id, *status, error, next).await
+            (logged, store.mark_failed(&d.id, *status, error, next).await)
         }
         Outcome::Deferred {
             reason,
             retry_after_ms,
         } => {
-            tracing::info!(connector = name, delivery = %d.id, reason = %reason, "delivery held back");
+            tracing::info!(connector = name, delivery = %d.id, request_id = rid, reason = %reason, "delivery held back");
             let next = now_ms().saturating_add(i64::try_from(*retry_after_ms).unwrap_or(i64::MAX));
-            store.mark_failed(&d.id, None, reason, Some(next)).await
+            (
+                LogOutcome::Deferred,
+                store.mark_failed(&d.id, None, reason, Some(next)).await,
+            )
         }
         Outcome::Permanent { status, error } => {
-            tracing::error!(connector = name, delivery = %d.id, error = %error, "delivery rejected; dead-lettered");
+            tracing::error!(connector = name, delivery = %d.id, request_id = rid, error = %error, "delivery rejected; dead-lettered");
             if *status == Some(410) {
                 // 410 Gone: the endpoint says it no longer exists. Stop sending (the rest
                 // waits in the outbox) until an operator fixes the URL and resumes.
@@ -306,12 +322,104 @@ async fn attempt(store: &Store, connector: &Connector, circuit: &Mutex<Circuit>,
                     tracing::error!(connector = name, error = %e, "cannot pause the connector");
                 }
             }
-            store.mark_failed(&d.id, *status, error, None).await
+            (
+                LogOutcome::Dead,
+                store.mark_failed(&d.id, *status, error, None).await,
+            )
         }
     };
     if let Err(e) = recorded {
         // The delivery stays in flight in the database and is sent again after a restart.
-        tracing::error!(connector = name, delivery = %d.id, error = %e, "cannot record a delivery outcome");
+        tracing::error!(connector = name, delivery = %d.id, request_id = rid, error = %e, "cannot record a delivery outcome");
+    }
+    metrics().delivery_attempt(name, logged, elapsed);
+    if provlog::enabled(store) {
+        provlog::record(
+            store,
+            outbound_entry(connector, &d, &outcome, logged, at, elapsed),
+        );
+    }
+}
+
+/// The parts of an event envelope the provisioning log names: its type, and whose
+/// userName it carries. Everything else in the payload is skipped without being kept.
+#[derive(serde::Deserialize)]
+struct EnvelopeFacts<'a> {
+    #[serde(rename = "type", borrow)]
+    event_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Option<DataFacts<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct DataFacts<'a> {
+    #[serde(rename = "resourceType", borrow)]
+    resource_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    resource: Option<ResourceFacts<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ResourceFacts<'a> {
+    #[serde(rename = "userName", borrow)]
+    user_name: Option<Cow<'a, str>>,
+}
+
+/// The provisioning-log entry of one attempt: what was sent for which resource, to whom,
+/// and how it ended. The userName comes from the event's snapshot when the event is about
+/// this very user (a group event fanned out to a member is not); the recorder looks up the
+/// rest by id. Never the payload, headers or secrets.
+fn outbound_entry(
+    connector: &Connector,
+    d: &Claimed,
+    outcome: &Outcome,
+    logged: LogOutcome,
+    at: i64,
+    elapsed: Duration,
+) -> LogEntry {
+    let (resource_type, resource_id) = match d.resource_key.split_once('/') {
+        Some((kind, id)) => (Some(kind.to_string()), Some(id.to_string())),
+        None => (None, Some(d.resource_key.clone())),
+    };
+    let facts = serde_json::from_str::<EnvelopeFacts<'_>>(&d.payload).ok();
+    let event_type = facts.as_ref().and_then(|f| f.event_type.as_deref());
+    let user_name = facts
+        .as_ref()
+        .and_then(|f| f.data.as_ref())
+        .filter(|data| {
+            data.resource_type.as_deref() == Some("User")
+                && data.id.as_deref() == resource_id.as_deref()
+        })
+        .and_then(|data| data.resource.as_ref()?.user_name.as_deref())
+        .map(str::to_string);
+    let operation = match connector {
+        Connector::Webhook(_) => format!("deliver {}", event_type.unwrap_or("event")),
+        Connector::Scim(_) => format!("sync {}", resource_type.as_deref().unwrap_or("resource")),
+    };
+    let (status, detail) = match outcome {
+        Outcome::Delivered { status } => (Some(*status), None),
+        Outcome::Retry { status, error, .. } | Outcome::Permanent { status, error } => {
+            (*status, Some(provlog::truncate_detail(error)))
+        }
+        Outcome::Deferred { reason, .. } => (None, Some(provlog::truncate_detail(reason))),
+    };
+    LogEntry {
+        id: None,
+        at,
+        direction: Direction::Out,
+        actor: Some(connector.name().to_string()),
+        operation,
+        resource_type,
+        resource_id,
+        user_name,
+        status,
+        latency_ms: Some(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
+        outcome: logged,
+        detail,
+        request_id: d.request_id.clone(),
+        delivery_id: Some(d.id.clone()),
     }
 }
 
@@ -319,6 +427,7 @@ fn close_circuit(circuit: &Mutex<Circuit>, name: &str, initial_ms: u64) {
     if let Ok(mut c) = circuit.lock() {
         if c.open {
             tracing::info!(connector = name, "target answered again; circuit closed");
+            metrics().set_circuit_open(name, false);
         }
         c.failures = 0;
         c.open = false;
@@ -336,6 +445,7 @@ fn trip_circuit(circuit: &Mutex<Circuit>, name: &str, policy: &crate::config::Re
                     failures = c.failures,
                     "every attempt fails; circuit open, probing with backoff"
                 );
+                metrics().set_circuit_open(name, true);
             }
             c.open = true;
             let delay = backoff_ms(policy, 1, 1.0).max(c.probe_delay_ms);

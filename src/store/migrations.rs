@@ -74,7 +74,10 @@ CREATE TABLE events (
     resource_id   TEXT NOT NULL,
     -- The JSON envelope exactly as consumers receive it.
     payload       TEXT NOT NULL,
-    time          TEXT NOT NULL
+    time          TEXT NOT NULL,
+    -- The X-Request-Id of the SCIM request that caused the event, carried into the
+    -- provisioning log of every delivery it causes.
+    request_id    TEXT
 ) STRICT;
 
 CREATE TABLE deliveries (
@@ -142,6 +145,39 @@ CREATE TABLE connector_state (
     resumed_at          INTEGER,
     updated_at          INTEGER NOT NULL
 ) STRICT;
+"#,
+    ),
+    (
+        4,
+        r#"
+-- The provisioning log: every inbound SCIM operation and every outbound delivery attempt,
+-- written in batches off the request path and pruned by age. Never headers, tokens,
+-- secrets or bodies.
+CREATE TABLE provisioning_log (
+    id            INTEGER PRIMARY KEY,
+    -- Unix milliseconds.
+    at            INTEGER NOT NULL,
+    direction     TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    -- The token's name (in) or the connector's name (out).
+    actor         TEXT,
+    operation     TEXT NOT NULL,
+    resource_type TEXT,
+    resource_id   TEXT,
+    user_name     TEXT,
+    status        INTEGER,
+    latency_ms    INTEGER,
+    outcome       TEXT NOT NULL,
+    detail        TEXT,
+    request_id    TEXT,
+    delivery_id   TEXT
+) STRICT;
+-- Time ranges, newest-first listing and pruning.
+CREATE INDEX provisioning_log_at ON provisioning_log (at);
+-- "What happened to this user": by id, or by userName compared case-insensitively.
+CREATE INDEX provisioning_log_resource ON provisioning_log (resource_id);
+CREATE INDEX provisioning_log_user ON provisioning_log (user_name COLLATE NOCASE);
+-- One connector's attempts.
+CREATE INDEX provisioning_log_actor ON provisioning_log (actor, at);
 "#,
     ),
 ];

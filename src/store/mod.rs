@@ -13,6 +13,7 @@ mod history;
 mod links;
 mod migrations;
 mod outbox;
+mod provlog;
 mod resources;
 mod tokens;
 mod users;
@@ -20,6 +21,7 @@ mod users;
 pub use events::LoggedEvent;
 pub use links::{ConnectorSwitches, LeaverPolicy, Link, LinkStatus};
 pub use outbox::{now_ms, Claimed, ConnectorStatus, DeliveryFilter, DeliveryInfo, STATUSES};
+pub use provlog::{Direction, LogEntry, LogOutcome, LogQuery, MAX_LOG_LIMIT};
 pub use resources::{ListQuery, Page};
 pub use tokens::{active_hashes, hash_token, TokenCache, TokenInfo, TokenScope};
 
@@ -307,6 +309,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<WriteJob>) {
     };
     match committed {
         Ok(()) => {
+            crate::metrics::metrics().writes_committed(completions.len());
             for done in completions {
                 done(Ok(()));
             }

@@ -29,10 +29,12 @@ fn new_id(prefix: &str) -> String {
 
 /// Records the events and a delivery for each connector that wants each one; returns the
 /// indexes (in `fanout`) of the connectors that got work, to wake them after the commit.
+/// `request_id` is the SCIM request that caused them; every delivery's attempts carry it.
 pub(super) fn record_events(
     conn: &Connection,
     fanout: &Fanout,
     events: Vec<NewEvent>,
+    request_id: Option<&str>,
 ) -> Result<Vec<usize>, StoreError> {
     let mut touched = Vec::new();
     if events.is_empty() {
@@ -41,8 +43,8 @@ pub(super) fn record_events(
     let now = now_ms();
     let time = super::now_rfc3339();
     let mut insert_event = conn.prepare_cached(
-        "INSERT INTO events (id, type, resource_type, resource_id, payload, time)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO events (id, type, resource_type, resource_id, payload, time, request_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut insert_delivery = conn.prepare_cached(
         "INSERT INTO deliveries (id, connector, event_seq, resource_key, status, created_at, next_attempt_at)
@@ -57,7 +59,8 @@ pub(super) fn record_events(
             event.kind.name(),
             event.resource_id,
             payload,
-            time
+            time,
+            request_id
         ])?;
         let seq = conn.last_insert_rowid();
         for (index, fans) in fanout.targets(&event) {
@@ -142,6 +145,8 @@ pub struct Claimed {
     pub attempts: u32,
     pub created_at: i64,
     pub payload: String,
+    /// The `X-Request-Id` of the SCIM request whose change caused this delivery, if any.
+    pub request_id: Option<String>,
 }
 
 /// Everything an operator sees of one delivery.
@@ -260,14 +265,17 @@ impl Store {
                             created_at: r.get(3)?,
                             resource_key: r.get(4)?,
                             payload: String::new(),
+                            request_id: None,
                         })
                     },
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut payload = conn.prepare_cached("SELECT payload FROM events WHERE seq = ?1")?;
+            let mut event =
+                conn.prepare_cached("SELECT payload, request_id FROM events WHERE seq = ?1")?;
             let mut claimed = Vec::with_capacity(rows.len());
             for mut c in rows {
-                c.payload = payload.query_row([c.event_seq], |r| r.get(0))?;
+                (c.payload, c.request_id) =
+                    event.query_row([c.event_seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 claimed.push(c);
             }
             claimed.sort_by_key(|c| c.event_seq);

@@ -94,14 +94,33 @@ pub(super) fn patched(
     Ok((doc, outcome))
 }
 
-/// Records the events of a write (in its transaction) and returns the record to answer with
-/// plus the connectors to wake once the transaction commits.
+/// What a write touched, for the provisioning log: the resource id and, for users, the
+/// userName (from the state after the write, or before it for a deletion).
+type Subject = Option<(String, Option<String>)>;
+
+fn subject(written: &Written) -> Subject {
+    let record = written.after.as_ref().or(written.before.as_ref())?;
+    let user_name = match record.kind {
+        ResourceKind::User => record
+            .doc
+            .get("userName")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        ResourceKind::Group => None,
+    };
+    Some((record.id.clone(), user_name))
+}
+
+/// Records the events of a write (in its transaction) and returns the record to answer with,
+/// what the write touched, and the connectors to wake once the transaction commits.
 fn record(
     conn: &Connection,
     fanout: &Fanout,
     kind: ResourceKind,
     written: Written,
-) -> Result<(Option<Record>, Vec<usize>), StoreError> {
+    request_id: Option<&str>,
+) -> Result<(Option<Record>, Subject, Vec<usize>), StoreError> {
+    let subject = subject(&written);
     let base = fanout.base_url.as_str();
     let (before, after) = (written.before.as_ref(), written.after.as_ref());
     let mut events = match kind {
@@ -118,13 +137,15 @@ fn record(
         }
         events.extend(memberships_ended(user, &groups, base));
     }
-    let touched = record_events(conn, fanout, events)?;
-    Ok((written.after, touched))
+    let touched = record_events(conn, fanout, events, request_id)?;
+    Ok((written.after, subject, touched))
 }
 
 impl Store {
     /// Runs a write and its event recording in one transaction; wakes the connectors that got
-    /// deliveries once it is durable.
+    /// deliveries once it is durable. Runs in the SCIM request's task, so the request id
+    /// (a task-local) is read here and stored with the events; the resource written is noted
+    /// for the request's provisioning-log entry.
     async fn write_resource<F>(
         &self,
         kind: ResourceKind,
@@ -134,10 +155,14 @@ impl Store {
         F: FnOnce(&Connection) -> Result<Written, StoreError> + Send + 'static,
     {
         let fanout = self.fanout.clone();
-        let (record, touched) = self
-            .write(move |conn| record(conn, &fanout, kind, f(conn)?))
+        let request_id = crate::provlog::current_request_id();
+        let (record, subject, touched) = self
+            .write(move |conn| record(conn, &fanout, kind, f(conn)?, request_id.as_deref()))
             .await?;
         self.fanout.notify(&touched);
+        if let Some((id, user_name)) = subject {
+            crate::provlog::note_resource(kind.name(), id, user_name);
+        }
         Ok(record)
     }
 
@@ -162,10 +187,23 @@ impl Store {
         with_members: bool,
     ) -> Result<Record, StoreError> {
         let id = id.to_string();
-        self.read(move |conn| {
-            load(conn, kind, &id, with_members)?.ok_or_else(|| not_found(kind, &id))
-        })
-        .await
+        let record = self
+            .read(move |conn| {
+                load(conn, kind, &id, with_members)?.ok_or_else(|| not_found(kind, &id))
+            })
+            .await?;
+        if crate::provlog::in_request() {
+            let user_name = match kind {
+                ResourceKind::User => record.doc.get("userName").and_then(Value::as_str),
+                ResourceKind::Group => None,
+            };
+            crate::provlog::note_resource(
+                kind.name(),
+                record.id.clone(),
+                user_name.map(str::to_string),
+            );
+        }
+        Ok(record)
     }
 
     pub async fn replace(
