@@ -41,6 +41,11 @@ pub struct Running {
     app: axum::Router,
     admin: Option<(TcpListener, axum::Router)>,
     engine: Engine,
+    store: Store,
+    provlog: tokio::task::JoinHandle<()>,
+    /// Stops periodic reconciliations.
+    stop_background: tokio::sync::watch::Sender<bool>,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The routing table for the configured connectors (validated already by `Config`).
@@ -108,6 +113,7 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
             let admin_state = AdminState {
                 store: store.clone(),
                 connectors: Arc::new(config.connectors.clone()),
+                live: Arc::new(connector::from_config(config, &store)?),
                 configured_token: config
                     .configured_admin_token()?
                     .map(|t| crate::store::hash_token(&t)),
@@ -128,9 +134,34 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         Some((l, _)) => Some(l.local_addr()?),
         None => None,
     };
+    let provlog = crate::provlog::start(
+        store.clone(),
+        Duration::from_secs(config.logging.provisioning_log_days.saturating_mul(86_400)),
+    );
+    let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
+    let mut background = Vec::new();
+    for (c, live) in config
+        .connectors
+        .iter()
+        .zip(connector::from_config(config, &store)?)
+    {
+        if let Some(secs) = c.scim.reconcile_every_secs {
+            background.push(tokio::spawn(crate::connector::reconcile::run_periodically(
+                Arc::new(live),
+                store.clone(),
+                Duration::from_secs(secs),
+                c.scim.reconcile_fix,
+                background_stopped.clone(),
+            )));
+        }
+    }
     Ok(Running {
         addr,
         admin_addr,
+        store,
+        provlog,
+        stop_background,
+        background,
         listener,
         app,
         admin,
@@ -159,7 +190,14 @@ impl Running {
         if let Some(admin) = admin {
             let _ = admin.await;
         }
+        let _ = self.stop_background.send(true);
+        for task in self.background {
+            let _ = task.await;
+        }
         self.engine.shutdown(Duration::from_secs(10)).await;
+        // The last provisioning-log entries (of the attempts just finished) are written.
+        crate::provlog::stop(&self.store);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.provlog).await;
         tracing::info!("scim-relay stopped");
         Ok(())
     }

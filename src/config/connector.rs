@@ -115,6 +115,8 @@ pub(super) struct ConnectorTable {
     leaver_window_secs: Option<u64>,
     leaver_min_count: Option<u64>,
     member_batch: Option<usize>,
+    reconcile_every_secs: Option<u64>,
+    reconcile_fix: Option<bool>,
 }
 
 /// One downstream target, resolved: preset merged, defaults applied, validated.
@@ -169,6 +171,10 @@ pub struct ScimSettings {
     pub leaver_min_count: u64,
     /// Most members added or removed in one PATCH.
     pub member_batch: usize,
+    /// Reconcile with the target this often (none: only on demand).
+    pub reconcile_every_secs: Option<u64>,
+    /// Whether a periodic reconciliation repairs the drift it finds or only reports it.
+    pub reconcile_fix: bool,
 }
 
 impl ConnectorConfig {
@@ -413,6 +419,8 @@ fn resolve(
                 .or(preset.leaver_min_count)
                 .unwrap_or(5),
             member_batch: own.member_batch.or(preset.member_batch).unwrap_or(100),
+            reconcile_every_secs: own.reconcile_every_secs.or(preset.reconcile_every_secs),
+            reconcile_fix: own.reconcile_fix.or(preset.reconcile_fix).unwrap_or(false),
         },
     };
     validate(&c, &bad)?;
@@ -513,6 +521,12 @@ fn validate(
             }
             if s.leaver_window_secs == 0 {
                 return Err(bad("leaver_window_secs", "must be at least 1".into()));
+            }
+            if s.reconcile_every_secs.is_some_and(|secs| secs < 60) {
+                return Err(bad(
+                    "reconcile_every_secs",
+                    "must be at least 60 (a reconciliation reads every user of the target)".into(),
+                ));
             }
             if s.member_batch == 0 || s.member_batch > 10_000 {
                 return Err(bad("member_batch", "must be between 1 and 10000".into()));

@@ -157,6 +157,8 @@ pub struct LoggingConfig {
     /// A `tracing` filter directive such as `info` or `scim_relay=debug,info`.
     pub level: String,
     pub format: LogFormat,
+    /// Days the provisioning log (every inbound operation and outbound attempt) is kept.
+    pub provisioning_log_days: u64,
 }
 
 impl Default for LoggingConfig {
@@ -164,6 +166,7 @@ impl Default for LoggingConfig {
         LoggingConfig {
             level: "info".into(),
             format: LogFormat::Pretty,
+            provisioning_log_days: 30,
         }
     }
 }
@@ -246,6 +249,12 @@ impl Config {
                     "must be an http:// or https:// URL",
                 ));
             }
+        }
+        if self.logging.provisioning_log_days == 0 || self.logging.provisioning_log_days > 3650 {
+            return Err(bad(
+                "logging.provisioning_log_days",
+                "must be between 1 and 3650",
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.logging.level)
             .map_err(|e| bad("logging.level", &e.to_string()))?;

@@ -18,9 +18,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::status_page::{self, ConnectorView, FailureView, LogView, StatusPage};
 use crate::config::{ConnectorConfig, ConnectorKind};
+use crate::connector::reconcile::{self, ReconcileError};
+use crate::connector::Connector;
 use crate::scim::ScimError;
-use crate::store::{hash_token, DeliveryFilter, Store, TokenScope, STATUSES};
+use crate::store::{
+    hash_token, now_ms, DeliveryFilter, LogEntry, LogQuery, Store, TokenScope, STATUSES,
+};
 
 /// Longest a `GET /events?wait=` long-poll waits.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -30,6 +35,8 @@ const MAX_EVENTS: usize = 1000;
 pub struct AdminState {
     pub store: Store,
     pub connectors: Arc<Vec<ConnectorConfig>>,
+    /// The connectors themselves, for reconciliation (which reads their targets).
+    pub live: Arc<Vec<Connector>>,
     /// Hash of the admin token from `admin.token_env` / `admin.token_file`, if configured.
     pub configured_token: Option<[u8; 32]>,
 }
@@ -47,9 +54,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/connectors/{name}/resync", post(resync))
         .route("/api/connectors/{name}/pause", post(pause))
         .route("/api/connectors/{name}/resume", post(resume))
+        .route("/api/connectors/{name}/reconcile", post(reconcile))
         .route("/api/tokens", get(list_tokens).post(create_token))
         .route("/api/tokens/{name}", delete(revoke_token))
         .route("/events", get(events))
+        .route("/api/log", get(query_log))
+        .route("/metrics", get(metrics))
+        .route("/", get(page))
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .with_state(state.clone());
     Router::new()
@@ -228,6 +239,36 @@ async fn resume(State(state): State<AdminState>, Path(name): Path<String>) -> Ap
     json_ok(json!({"paused": false, "due_now": n}))
 }
 
+#[derive(Deserialize)]
+struct ReconcileQuery {
+    #[serde(default)]
+    fix: bool,
+}
+
+/// Compares a SCIM target with what the connector says it should hold; `?fix=true` queues
+/// the repairs.
+async fn reconcile(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Query(q): Query<ReconcileQuery>,
+) -> ApiResult {
+    let fail = |e: ReconcileError| {
+        let status = match &e {
+            ReconcileError::NoSuchConnector(_) => 404,
+            ReconcileError::NotScim(_) => 400,
+            ReconcileError::Paused(_) => 409,
+            ReconcileError::Target(_) | ReconcileError::TooMany { .. } => 502,
+            ReconcileError::Store(_) | ReconcileError::Desired { .. } => 503,
+        };
+        ApiError(ScimError::new(status, None, e.to_string()))
+    };
+    let connector = reconcile::find_scim(&state.live, &name).map_err(fail)?;
+    let report = reconcile::reconcile(connector, &state.store, q.fix)
+        .await
+        .map_err(fail)?;
+    json_ok(serde_json::to_value(report).unwrap_or_default())
+}
+
 async fn list_tokens(State(state): State<AdminState>) -> ApiResult {
     let tokens = state.store.list_tokens().await?;
     json_ok(serde_json::to_value(tokens).unwrap_or_default())
@@ -298,4 +339,194 @@ async fn events(State(state): State<AdminState>, Query(q): Query<EventsQuery>) -
         })
         .collect();
     json_ok(json!({"events": events, "next": next}))
+}
+
+#[derive(Deserialize)]
+struct LogParams {
+    /// A user id or userName.
+    user: Option<String>,
+    connector: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    outcome: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The provisioning log: who did what to whom, inbound and outbound, newest first.
+async fn query_log(State(state): State<AdminState>, Query(p): Query<LogParams>) -> ApiResult {
+    let rows = state
+        .store
+        .query_log(LogQuery {
+            user: p.user,
+            connector: p.connector,
+            since: p.since,
+            until: p.until,
+            outcome: p.outcome,
+            limit: p.limit.unwrap_or(100).min(1000),
+        })
+        .await?;
+    json_ok(serde_json::to_value(rows).unwrap_or_default())
+}
+
+async fn metrics(State(state): State<AdminState>) -> ApiResult {
+    let names = state.connectors.iter().map(|c| c.name.clone()).collect();
+    let rows = state.store.connector_status(names).await?;
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::metrics().render(&rows),
+    )
+        .into_response())
+}
+
+fn ago(at: Option<i64>, now: i64) -> Option<String> {
+    let secs = (now.saturating_sub(at?) / 1000).max(0);
+    Some(match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m", secs / 60),
+        3600..=86_399 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    })
+}
+
+fn time_of(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn log_view(e: LogEntry) -> LogView {
+    LogView {
+        at: time_of(e.at),
+        direction: e.direction.as_str().into(),
+        actor: e.actor.unwrap_or_default(),
+        operation: e.operation,
+        resource: match (e.resource_type, e.resource_id) {
+            (Some(t), Some(id)) => format!("{t}/{id}"),
+            (_, Some(id)) => id,
+            _ => String::new(),
+        },
+        user_name: e.user_name,
+        status: e.status,
+        outcome: e.outcome.as_str().into(),
+        latency_ms: e.latency_ms,
+        detail: e.detail,
+    }
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    q: Option<String>,
+}
+
+/// The status page: each connector's health and queue over the last hour, recent failures,
+/// and a search over the provisioning log.
+async fn page(State(state): State<AdminState>, Query(pq): Query<PageQuery>) -> ApiResult {
+    let now = now_ms();
+    let names: Vec<String> = state.connectors.iter().map(|c| c.name.clone()).collect();
+    let rows = state.store.connector_status(names).await?;
+    let mut connectors = Vec::new();
+    for (row, c) in rows.into_iter().zip(state.connectors.iter()) {
+        let switches = state.store.connector_switches(&row.connector).await?;
+        let history = state
+            .store
+            .depth_history(&row.connector, 3_600_000, status_page::CHART_POINTS)
+            .await?;
+        let oldest_secs = row
+            .oldest_pending_at
+            .map(|at| now.saturating_sub(at) / 1000);
+        let error_recent = match (row.last_error_at, row.last_success_at) {
+            (Some(e), Some(ok)) => e > ok,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        let paused = switches.paused || switches.deprovisions_paused;
+        connectors.push(ConnectorView {
+            name: row.connector.clone(),
+            kind: kind_name(c.kind).into(),
+            health: status_page::health(
+                row.pending + row.in_flight,
+                row.dead,
+                oldest_secs,
+                error_recent,
+                paused,
+            ),
+            paused: switches.paused,
+            deprovisions_paused: switches.deprovisions_paused,
+            reason: switches.reason,
+            pending: row.pending,
+            in_flight: row.in_flight,
+            done: row.done,
+            dead: row.dead,
+            oldest_pending: ago(row.oldest_pending_at, now),
+            last_success: ago(row.last_success_at, now).map(|a| format!("{a} ago")),
+            last_error: row.last_error,
+            depth_history: history,
+        });
+    }
+    let failures = state
+        .store
+        .query_log(LogQuery {
+            outcome: Some("dead".into()),
+            limit: 10,
+            ..LogQuery::default()
+        })
+        .await?
+        .into_iter()
+        .chain(
+            state
+                .store
+                .query_log(LogQuery {
+                    outcome: Some("retry".into()),
+                    limit: 10,
+                    ..LogQuery::default()
+                })
+                .await?,
+        )
+        .map(|e| FailureView {
+            at: time_of(e.at),
+            connector: e.actor.unwrap_or_default(),
+            resource: e.user_name.or(e.resource_id).unwrap_or_default(),
+            status: e.status,
+            error: e.detail.unwrap_or_default(),
+        })
+        .collect();
+    let query = pq.q.filter(|q| !q.trim().is_empty());
+    let results = match &query {
+        Some(q) => state
+            .store
+            .query_log(LogQuery {
+                user: Some(q.trim().to_string()),
+                limit: 100,
+                ..LogQuery::default()
+            })
+            .await?
+            .into_iter()
+            .map(log_view)
+            .collect(),
+        None => Vec::new(),
+    };
+    let html = status_page::render(&StatusPage {
+        title: "scim-relay".into(),
+        generated_at: time_of(now),
+        connectors,
+        failures,
+        query,
+        results,
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response())
 }

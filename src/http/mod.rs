@@ -9,6 +9,7 @@ mod discovery;
 pub mod error;
 pub mod observe;
 mod resources;
+pub mod status_page;
 
 use std::future::Future;
 use std::sync::Arc;
