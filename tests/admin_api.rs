@@ -70,7 +70,9 @@ async fn every_admin_route_needs_the_admin_token() {
         (Method::POST, "/api/connectors/hooks/pause".into()),
         (Method::POST, "/api/connectors/hooks/resume".into()),
         (Method::GET, "/api/tokens".into()),
+        (Method::GET, "/api/log?user=a@example.com".into()),
         (Method::GET, "/events".into()),
+        (Method::GET, "/metrics".into()),
     ];
     for (method, path) in &routes {
         for token in [None, Some("wrong"), Some(TOKEN)] {
@@ -85,6 +87,44 @@ async fn every_admin_route_needs_the_admin_token() {
         let (status, body) = admin(&s, method.clone(), path, Some(ADMIN_TOKEN)).await;
         assert_eq!(status, StatusCode::OK, "{method} {path}: {body}");
     }
+    // The status page and reconciliation answer only the admin token too.
+    for token in [None, Some(TOKEN)] {
+        let mut req = s.client.get(format!("{}/", s.admin));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        assert_eq!(
+            req.send().await.expect("page").status(),
+            StatusCode::UNAUTHORIZED
+        );
+        let (status, _) = admin(&s, Method::POST, "/api/connectors/hooks/reconcile", token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let page = s
+        .client
+        .get(format!("{}/?q=a@example.com", s.admin))
+        .basic_auth("ops", Some(ADMIN_TOKEN))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.expect("html");
+    assert!(
+        html.contains("hooks") && html.contains("HTTP 400"),
+        "the page shows the connector and its failure"
+    );
+    let (status, body) = admin(
+        &s,
+        Method::POST,
+        "/api/connectors/hooks/reconcile",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a webhook has no users to reconcile: {body}"
+    );
     // The admin token opens nothing on the SCIM API.
     let r = s
         .raw(s.client.get(s.url("/Users")).bearer_auth(ADMIN_TOKEN))
