@@ -362,3 +362,40 @@ fn print_report(r: &Report) {
         );
     }
 }
+
+pub async fn log(
+    config: &Config,
+    query: scim_relay::store::LogQuery,
+    json: bool,
+) -> Result<(), String> {
+    let store = open_store(config)?;
+    let rows = store.query_log(query).await.map_err(|e| e.to_string())?;
+    if json {
+        let text = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+        println!("{text}");
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:<3} {:<16} {:<26} {:<28} {:>6} {:<9} DETAIL",
+        "WHEN", "DIR", "ACTOR", "OPERATION", "USER", "STATUS", "OUTCOME"
+    );
+    for e in rows {
+        let who = e
+            .user_name
+            .clone()
+            .or_else(|| e.resource_id.clone())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<10} {:<3} {:<16} {:<26} {:<28} {:>6} {:<9} {}",
+            age(Some(e.at)),
+            e.direction.as_str(),
+            e.actor.as_deref().unwrap_or("-"),
+            e.operation,
+            who,
+            e.status.map_or("-".into(), |s| s.to_string()),
+            e.outcome.as_str(),
+            e.detail.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}

@@ -83,6 +83,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Search the provisioning log: every inbound SCIM operation and outbound attempt.
+    Log {
+        /// A user id or userName.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        connector: Option<String>,
+        /// ok, error, delivered, retry, dead or deferred.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only the last this many minutes.
+        #[arg(long)]
+        minutes: Option<i64>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Pause (kill switch) or resume a connector; resume also confirms deprovisions held by
     /// leaver safety.
     Connectors {
@@ -219,6 +237,26 @@ fn main() -> ExitCode {
                 DeliveriesCommand::Discard { ids } => cli::discard(&config, ids).await,
             },
             Command::Resync { connector } => cli::resync(&config, &connector).await,
+            Command::Log {
+                user,
+                connector,
+                outcome,
+                minutes,
+                limit,
+                json,
+            } => {
+                let since = minutes
+                    .map(|m| scim_relay::store::now_ms().saturating_sub(m.saturating_mul(60_000)));
+                let query = scim_relay::store::LogQuery {
+                    user,
+                    connector,
+                    outcome,
+                    since,
+                    limit,
+                    ..Default::default()
+                };
+                cli::log(&config, query, json).await
+            }
             Command::Reconcile {
                 connector,
                 fix,

@@ -402,6 +402,26 @@ async fn a_rejected_delivery_is_dead_lettered_and_replayed_from_the_cli() {
     assert_eq!(dead[0]["attempts"], 1, "a 400 is not retried");
     assert_eq!(receiver.received().len(), 1);
 
+    // The provisioning log explains it, found by the user's userName.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let explained = loop {
+        let out = cli(&["log", "--user", "DEAD@example.com", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+        if let Some(row) = rows.iter().find(|r| r["direction"] == "out").cloned() {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "no outbound log entry: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(explained["actor"], "strict");
+    assert_eq!(explained["status"], 400);
+    assert_eq!(explained["outcome"], "dead");
+
     let status = cli(&["status", "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
     assert_eq!(rows[0]["connector"], "strict");
