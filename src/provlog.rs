@@ -8,10 +8,9 @@
 //! ([`start`]) drains the channel and stores each batch as one write job, and prunes old
 //! entries once a minute. Must not touch SQL (the store does) or HTTP (the middleware does).
 //!
-//! Recorders are registered per store, so several servers in one process (as in the tests)
-//! each log into their own database; a store without a recorder of its own uses the
-//! process's first one. Until [`start`] is called (CLI processes never call it), [`record`]
-//! is a no-op.
+//! Recorders are registered per store, not per process, so several servers in one process
+//! (as in the tests) each log into their own database. Until [`start`] is called for a
+//! store (CLI processes never call it), [`record`] is a no-op for it.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -136,16 +135,11 @@ struct Recorder {
 static RECORDERS: RwLock<Vec<Recorder>> = RwLock::new(Vec::new());
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
-/// Runs `f` with the channel of `store`'s recorder: its own, or else the process's first
-/// one (so a process that opened its database twice, as a test beside a server does, needs
-/// one recorder). `None` when the process records nothing (the CLI).
+/// Runs `f` with the channel of `store`'s recorder; `None` when it has none.
 fn with_recorder<R>(store: &Store, f: impl FnOnce(&mpsc::Sender<LogEntry>) -> R) -> Option<R> {
     let key = store.instance_key();
     let recorders = RECORDERS.read().ok()?;
-    let recorder = recorders
-        .iter()
-        .find(|r| r.key == key)
-        .or_else(|| recorders.first())?;
+    let recorder = recorders.iter().find(|r| r.key == key)?;
     Some(f(&recorder.tx))
 }
 
@@ -154,7 +148,7 @@ pub fn enabled(store: &Store) -> bool {
     with_recorder(store, |tx| !tx.is_closed()).unwrap_or(false)
 }
 
-/// Hands an entry to `store`'s recorder without waiting. A no-op when nothing records;
+/// Hands an entry to `store`'s recorder without waiting. A no-op when it has none;
 /// dropped and counted in `provlog_dropped_total` when the recorder is behind.
 pub fn record(store: &Store, entry: LogEntry) {
     let full = with_recorder(store, |tx| {

@@ -200,10 +200,6 @@ async fn provisioning_log_explains_a_dead_letter_by_user_name() {
     ))
     .await;
     let store = open_store(&s);
-    // A recorder on the same database: it records the server's entries while the server
-    // has none of its own (a store without one uses the process's first), and stays idle
-    // once `server::start` starts one.
-    let _recorder = scim_relay::provlog::start(store.clone(), Duration::from_secs(3600));
     // A named token, as an IdP would hold (the test's configured token has no name).
     let (_, entra) = store
         .create_token("entra", TokenScope::Scim)

@@ -243,7 +243,7 @@ async fn order_per_resource_holds_under_concurrent_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_target_recovers_and_does_not_slow_the_others() {
     let secrets = tempfile::tempdir().expect("tempdir");
-    let down_until = Instant::now() + Duration::from_millis(1500);
+    let down_until = Instant::now() + Duration::from_millis(3000);
     let flaky = Receiver::scripted(
         Arc::new(move |_| {
             if Instant::now() < down_until {

@@ -173,11 +173,23 @@ CREATE TABLE provisioning_log (
 ) STRICT;
 -- Time ranges, newest-first listing and pruning.
 CREATE INDEX provisioning_log_at ON provisioning_log (at);
--- "What happened to this user": by id, or by userName compared case-insensitively.
+-- "What happened to this user": by id. A userName is first resolved to ids (the users
+-- table, then user_name_history), so user_name needs no index of its own: one keyed by
+-- random names would cost the writer a random B-tree insert per entry.
 CREATE INDEX provisioning_log_resource ON provisioning_log (resource_id);
-CREATE INDEX provisioning_log_user ON provisioning_log (user_name COLLATE NOCASE);
 -- One connector's attempts.
 CREATE INDEX provisioning_log_actor ON provisioning_log (actor, at);
+
+-- The userNames users no longer hold (deleted, or renamed), so the log can still be searched
+-- by them; written in the transaction of the delete or rename, pruned with the log.
+CREATE TABLE user_name_history (
+    -- Unicode-lowercased, like users.user_name_key.
+    user_name_key TEXT NOT NULL,
+    user_id       TEXT NOT NULL,
+    at            INTEGER NOT NULL
+) STRICT;
+CREATE INDEX user_name_history_key ON user_name_history (user_name_key);
+CREATE INDEX user_name_history_at ON user_name_history (at);
 "#,
     ),
 ];

@@ -196,6 +196,20 @@ fn insert(conn: &Connection, entries: &[LogEntry]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Remembers that user `user_id` held the userName with this key until now (it was deleted
+/// or renamed), so the log stays searchable by it. Runs in the write's transaction.
+pub(super) fn remember_user_name(
+    conn: &Connection,
+    user_name_key: &str,
+    user_id: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO user_name_history (user_name_key, user_id, at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(rusqlite::params![user_name_key, user_id, super::now_ms()])?;
+    Ok(())
+}
+
 impl Store {
     /// Stores a batch of entries as one write job (so the log costs the writer one savepoint
     /// per batch, not one per SCIM request).
@@ -206,18 +220,25 @@ impl Store {
         self.write(move |conn| insert(conn, &entries)).await
     }
 
-    /// Deletes up to `max` entries older than `before` (Unix ms); returns how many. Bounded
-    /// so a large backlog of old entries is removed in several short writes, never in one
-    /// transaction that holds up SCIM writes.
+    /// Deletes up to `max` entries older than `before` (Unix ms), and as many former
+    /// userNames; returns how many rows went. Bounded so a large backlog of old entries is
+    /// removed in several short writes, never in one transaction that holds up SCIM writes.
     pub async fn prune_log(&self, before: i64, max: usize) -> Result<usize, StoreError> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         self.write(move |conn| {
-            Ok(conn
+            let entries = conn
                 .prepare_cached(
                     "DELETE FROM provisioning_log WHERE id IN (
                        SELECT id FROM provisioning_log WHERE at < ?1 ORDER BY at LIMIT ?2)",
                 )?
-                .execute(rusqlite::params![before, max])?)
+                .execute(rusqlite::params![before, max])?;
+            let names = conn
+                .prepare_cached(
+                    "DELETE FROM user_name_history WHERE rowid IN (
+                       SELECT rowid FROM user_name_history WHERE at < ?1 ORDER BY at LIMIT ?2)",
+                )?
+                .execute(rusqlite::params![before, max])?;
+            Ok(entries + names)
         })
         .await
     }
@@ -262,8 +283,8 @@ impl Store {
 }
 
 /// Builds the query with only the conditions asked for, so SQLite picks the index that fits
-/// (`resource_id`/`user_name` for a user, `(actor, at)` for a connector, `at` otherwise)
-/// instead of scanning past `?n IS NULL OR …` terms.
+/// (`resource_id` for a user, `(actor, at)` for a connector, `at` otherwise) instead of
+/// scanning past `?n IS NULL OR …` terms.
 fn build(q: &LogQuery) -> (String, Vec<Box<dyn ToSql>>) {
     let mut sql = format!("SELECT {COLUMNS} FROM provisioning_log WHERE 1");
     let mut args: Vec<Box<dyn ToSql>> = Vec::new();
@@ -273,17 +294,14 @@ fn build(q: &LogQuery) -> (String, Vec<Box<dyn ToSql>>) {
         args.push(Box::new(user.to_string()));
         args.push(Box::new(super::users::user_name_key(user)));
         let (n, k) = (args.len() - 1, args.len());
-        // `COLLATE NOCASE` folds ASCII only; the users table's Unicode-lowercased key
-        // catches the current holder of a non-ASCII userName by its id. Written as a union
-        // of three index lookups: as one OR, SQLite's planner (without statistics) may
-        // prefer to walk the whole table newest-first.
+        // The user as an id, or the ids that hold or held it as a userName (compared by
+        // the Unicode-lowercased key); then their entries through the resource_id index.
         let _ = write!(
             sql,
-            " AND id IN (
-                SELECT id FROM provisioning_log WHERE resource_id = ?{n}
-                UNION ALL SELECT id FROM provisioning_log WHERE user_name = ?{n} COLLATE NOCASE
-                UNION ALL SELECT p.id FROM users u JOIN provisioning_log p ON p.resource_id = u.id
-                          WHERE u.user_name_key = ?{k})"
+            " AND resource_id IN (
+                SELECT ?{n}
+                UNION SELECT id FROM users WHERE user_name_key = ?{k}
+                UNION SELECT user_id FROM user_name_history WHERE user_name_key = ?{k})"
         );
     }
     let mut cond = |sql: &mut String, template: &str, value: Box<dyn ToSql>| {
@@ -366,45 +384,79 @@ mod tests {
         (dir, store)
     }
 
+    fn user_doc(user_name: &str) -> serde_json::Value {
+        serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": user_name,
+        })
+    }
+
+    async fn ats(store: &Store, user: &str) -> Vec<i64> {
+        store
+            .query_log(LogQuery {
+                user: Some(user.into()),
+                ..LogQuery::default()
+            })
+            .await
+            .expect("query")
+            .iter()
+            .map(|e| e.at)
+            .collect()
+    }
+
     #[tokio::test]
     async fn query_filters_and_orders_newest_first() {
+        use crate::scim::ResourceKind;
         let (_dir, store) = store();
+        let ann = store
+            .create(ResourceKind::User, user_doc("Ann.Lee@example.com"), false)
+            .await
+            .expect("ann")
+            .id;
+        let bob = store
+            .create(ResourceKind::User, user_doc("Bøb@example.com"), false)
+            .await
+            .expect("bob")
+            .id;
+        let mut first = entry(1_000, Direction::In, LogOutcome::Ok);
+        first.resource_id = Some(ann.clone());
         let mut out = entry(2_000, Direction::Out, LogOutcome::Dead);
+        out.resource_id = Some(ann.clone());
         out.actor = Some("hooks".into());
         out.operation = "deliver user.created".into();
         out.status = Some(400);
         out.delivery_id = Some("msg_1".into());
         let mut other = entry(3_000, Direction::In, LogOutcome::Ok);
-        other.resource_id = Some("u2".into());
-        other.user_name = Some("bob@example.com".into());
+        other.resource_id = Some(bob.clone());
+        other.user_name = Some("Bøb@example.com".into());
         store
-            .write_log(vec![
-                entry(1_000, Direction::In, LogOutcome::Ok),
-                out.clone(),
-                other,
-            ])
+            .write_log(vec![first, out.clone(), other])
             .await
             .expect("write");
 
-        let by_name = store
-            .query_log(LogQuery {
-                user: Some("ann.lee@EXAMPLE.com".into()),
-                ..LogQuery::default()
-            })
+        // By userName (Unicode case-insensitively) or by id, newest first.
+        assert_eq!(ats(&store, "ann.lee@EXAMPLE.com").await, [2_000, 1_000]);
+        assert_eq!(ats(&store, &ann).await, [2_000, 1_000]);
+        assert_eq!(ats(&store, "BØB@example.com").await, [3_000]);
+        assert_eq!(ats(&store, "nobody@example.com").await, Vec::<i64>::new());
+
+        // Names a user no longer holds still find its entries: renamed, or deleted.
+        let rename = crate::scim::patch::parse_patch_request(&serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "userName", "value": "ann.new@example.com"}]
+        }))
+        .expect("patch");
+        store
+            .patch(ResourceKind::User, &ann, rename, None, false)
             .await
-            .expect("query");
-        assert_eq!(
-            by_name.iter().map(|e| e.at).collect::<Vec<_>>(),
-            [2_000, 1_000]
-        );
-        let by_id = store
-            .query_log(LogQuery {
-                user: Some("u2".into()),
-                ..LogQuery::default()
-            })
+            .expect("rename");
+        store
+            .delete(ResourceKind::User, &bob, None)
             .await
-            .expect("query");
-        assert_eq!(by_id.len(), 1);
+            .expect("delete");
+        assert_eq!(ats(&store, "Ann.Lee@example.com").await, [2_000, 1_000]);
+        assert_eq!(ats(&store, "ANN.NEW@example.com").await, [2_000, 1_000]);
+        assert_eq!(ats(&store, "bøb@example.com").await, [3_000]);
 
         let dead = store
             .query_log(LogQuery {

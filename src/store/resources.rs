@@ -7,6 +7,7 @@ use rusqlite::Connection;
 use serde_json::Value;
 
 use super::outbox::record_events;
+use super::provlog::remember_user_name;
 use super::{groups, users, Store, StoreError};
 use crate::outbox::events::{group_events, memberships_ended, user_events};
 use crate::outbox::Fanout;
@@ -136,6 +137,21 @@ fn record(
             }
         }
         events.extend(memberships_ended(user, &groups, base));
+    }
+    if let (ResourceKind::User, Some(user)) = (kind, before) {
+        // A userName the user no longer holds (deleted, or renamed) stays findable in the
+        // provisioning log; the users table answers only for current names.
+        let key = |r: &Record| {
+            r.doc
+                .get("userName")
+                .and_then(Value::as_str)
+                .map(users::user_name_key)
+        };
+        if let Some(old) = key(user) {
+            if after.and_then(key).as_ref() != Some(&old) {
+                remember_user_name(conn, &old, &user.id)?;
+            }
+        }
     }
     let touched = record_events(conn, fanout, events, request_id)?;
     Ok((written.after, subject, touched))
