@@ -9,30 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::scim2::{patch_op, Scim2Server, ENTERPRISE_USER_SCHEMA as ENT};
-use common::TestServer;
+use common::{scim_connector, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-
-/// A `[[connectors]]` table for a preset pointed at a scim2-server, with fast retries (as in
-/// tests/scim_connectors.rs).
-fn scim_connector(
-    dir: &std::path::Path,
-    name: &str,
-    preset: &str,
-    target: &Scim2Server,
-    extra: &str,
-) -> String {
-    let token = dir.join(format!("{name}.token"));
-    std::fs::write(&token, &target.token).expect("token file");
-    format!(
-        "[[connectors]]\nname = \"{name}\"\npreset = \"{preset}\"\nurl = \"{}\"\ntoken_file = \"{}\"\n{extra}\n\
-         [connectors.retry]\ninitial_ms = 50\nmax_ms = 500\nmax_age_secs = 3600\ncircuit_after = 1000\n",
-        target.base_url,
-        token.display()
-    )
-}
 
 fn person(user_name: &str, given: &str, family: &str, manager: Option<&str>) -> Value {
     let mut enterprise = json!({"department": "Sales", "employeeNumber": "7"});

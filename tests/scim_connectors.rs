@@ -6,30 +6,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::scim2::Scim2Server;
-use common::TestServer;
+use common::{scim_connector, TestServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-
-/// A `[[connectors]]` table for a preset pointed at a scim2-server, with fast retries.
-fn scim_connector(
-    dir: &std::path::Path,
-    name: &str,
-    preset: &str,
-    target: &Scim2Server,
-    extra: &str,
-) -> String {
-    let token = dir.join(format!("{name}.token"));
-    std::fs::write(&token, &target.token).expect("token file");
-    format!(
-        "[[connectors]]\nname = \"{name}\"\npreset = \"{preset}\"\nurl = \"{}\"\ntoken_file = \"{}\"\n{extra}\n\
-         [connectors.retry]\ninitial_ms = 50\nmax_ms = 500\nmax_age_secs = 3600\ncircuit_after = 1000\n",
-        target.base_url,
-        token.display()
-    )
-}
 
 /// The user as Entra ID provisions it into scim-relay.
 fn entra_user(user_name: &str, given: &str, family: &str) -> Value {

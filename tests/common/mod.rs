@@ -234,3 +234,22 @@ pub fn webhook_connector(
         file.display()
     )
 }
+
+/// A `[[connectors]]` table for a preset pointed at a scim2-server, its token in a file
+/// under `dir`, with fast retries.
+pub fn scim_connector(
+    dir: &std::path::Path,
+    name: &str,
+    preset: &str,
+    target: &scim2::Scim2Server,
+    extra: &str,
+) -> String {
+    let token = dir.join(format!("{name}.token"));
+    std::fs::write(&token, &target.token).expect("token file");
+    format!(
+        "[[connectors]]\nname = \"{name}\"\npreset = \"{preset}\"\nurl = \"{}\"\ntoken_file = \"{}\"\n{extra}\n\
+         [connectors.retry]\ninitial_ms = 50\nmax_ms = 500\nmax_age_secs = 3600\ncircuit_after = 1000\n",
+        target.base_url,
+        token.display()
+    )
+}
