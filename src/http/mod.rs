@@ -111,7 +111,7 @@ pub fn router(state: AppState, base_path: &str) -> Router {
         ))
         // Outermost, so requests refused by auth are counted, logged and get a request id.
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            observe::Observe::new(state.store.clone()),
             observe::observe,
         ))
         .with_state(state.clone());

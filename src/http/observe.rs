@@ -9,6 +9,7 @@
 //! the request's task-local context by auth and the store. Only an error's body (a small
 //! SCIM error document of known length) is read, for its `detail`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, HttpBody};
@@ -19,10 +20,9 @@ use axum::response::Response;
 use http_body_util::BodyExt;
 use tracing::Instrument;
 
-use super::AppState;
 use crate::metrics::metrics;
 use crate::provlog::{self, Direction, LogEntry, LogOutcome, Noted, RequestContext, REQUEST};
-use crate::store::now_ms;
+use crate::store::{now_ms, Store};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -96,8 +96,23 @@ async fn error_detail(response: Response) -> (Response, Option<String>) {
     (Response::from_parts(parts, Body::from(bytes)), detail)
 }
 
-/// The middleware: `axum::middleware::from_fn_with_state(state, observe)`.
-pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The middleware's state: the store whose recorder gets the entries. One `Arc`, because
+/// axum clones a middleware's state for every request.
+#[derive(Clone)]
+pub struct Observe {
+    store: Arc<Store>,
+}
+
+impl Observe {
+    pub fn new(store: Store) -> Observe {
+        Observe {
+            store: Arc::new(store),
+        }
+    }
+}
+
+/// The middleware: `axum::middleware::from_fn_with_state(Observe::new(store), observe)`.
+pub async fn observe(State(state): State<Observe>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let at = now_ms();
     let request_id = req

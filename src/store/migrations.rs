@@ -177,8 +177,9 @@ CREATE INDEX provisioning_log_at ON provisioning_log (at);
 -- table, then user_name_history), so user_name needs no index of its own: one keyed by
 -- random names would cost the writer a random B-tree insert per entry.
 CREATE INDEX provisioning_log_resource ON provisioning_log (resource_id);
--- One connector's attempts.
-CREATE INDEX provisioning_log_actor ON provisioning_log (actor, at);
+-- One connector's attempts (outbound only, so inbound entries, the bulk on a busy IdP,
+-- skip it).
+CREATE INDEX provisioning_log_connector ON provisioning_log (actor, at) WHERE direction = 'out';
 
 -- The userNames users no longer hold (deleted, or renamed), so the log can still be searched
 -- by them; written in the transaction of the delete or rename, pruned with the log.
