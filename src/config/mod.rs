@@ -79,6 +79,11 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Largest request body accepted, in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// Failed bearer-token attempts one client address may make per minute; beyond it the
+    /// address gets 429 until its minute is over. 0 turns the lockout off.
+    pub auth_failures_per_minute: u32,
+    /// Requests the SCIM listener handles at once; more are refused with 503.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +93,8 @@ impl Default for ServerConfig {
             base_path: "/scim/v2".into(),
             public_url: None,
             max_body_bytes: 1024 * 1024,
+            auth_failures_per_minute: 20,
+            max_concurrent_requests: 1024,
         }
     }
 }
@@ -139,6 +146,8 @@ pub struct ScimConfig {
     pub max_patch_operations: usize,
     /// Longest filter string accepted, in bytes.
     pub max_filter_length: usize,
+    /// Most group member values one POST/PUT of a group or one PATCH may carry.
+    pub max_members_per_request: usize,
 }
 
 impl Default for ScimConfig {
@@ -147,6 +156,7 @@ impl Default for ScimConfig {
             max_results: 1000,
             max_patch_operations: 1000,
             max_filter_length: 4096,
+            max_members_per_request: 10_000,
         }
     }
 }
@@ -230,6 +240,15 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             return Err(bad("server.max_body_bytes", "must be at least 1024"));
         }
+        // The upper bound keeps the value within what `tokio::sync::Semaphore` accepts.
+        if self.server.max_concurrent_requests == 0
+            || self.server.max_concurrent_requests > 1_000_000
+        {
+            return Err(bad(
+                "server.max_concurrent_requests",
+                "must be between 1 and 1000000",
+            ));
+        }
         if self.storage.readers == 0 || self.storage.readers > 64 {
             return Err(bad("storage.readers", "must be between 1 and 64"));
         }
@@ -238,6 +257,9 @@ impl Config {
         }
         if self.scim.max_patch_operations == 0 {
             return Err(bad("scim.max_patch_operations", "must be at least 1"));
+        }
+        if self.scim.max_members_per_request == 0 {
+            return Err(bad("scim.max_members_per_request", "must be at least 1"));
         }
         if self.scim.max_filter_length < 64 {
             return Err(bad("scim.max_filter_length", "must be at least 64"));

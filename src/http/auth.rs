@@ -3,10 +3,18 @@
 //! A request that passes has the token's name noted in its task-local context for the
 //! provisioning log: the observing middleware that writes the entry runs outside this layer
 //! (so refused requests are logged too) and so never sees this layer's request extensions.
+//!
+//! Failed attempts are counted per client address ([`super::limits::AuthFailures`]). Once an
+//! address is over `server.auth_failures_per_minute`, its requests get 429 before the token
+//! is even read, good tokens included: the lockout is on the address, so a guesser learns
+//! nothing from further attempts and each costs one map lookup. Behind a reverse proxy every
+//! client shares the proxy's address; raise the limit (or set 0) there.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -31,6 +39,16 @@ fn bearer(req: &Request) -> Option<&str> {
 }
 
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // Absent only when the router is served without connect info; then there is no address
+    // to count against.
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    if let Some(wait) = client.and_then(|ip| state.auth_failures.locked_out(ip)) {
+        return super::limits::too_many_failures(wait);
+    }
+    // A missing header is not counted: it guesses nothing and costs no hashing or lookup.
     let Some(token) = bearer(&req) else {
         return ApiError(ScimError::unauthorized(
             "missing bearer token: send Authorization: Bearer <token>",
@@ -51,6 +69,9 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         }
     };
     let Some(name) = name else {
+        if let Some(ip) = client {
+            state.auth_failures.record_failure(ip);
+        }
         tracing::warn!(path = %req.uri().path(), "rejected a request with an unknown or revoked token");
         return ApiError(ScimError::unauthorized("invalid or revoked bearer token"))
             .into_response();

@@ -7,6 +7,7 @@ mod auth;
 mod body;
 mod discovery;
 pub mod error;
+pub mod limits;
 pub mod observe;
 mod resources;
 pub mod status_page;
@@ -36,6 +37,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Hash of the token from `auth.token_env` / `auth.token_file`, if configured.
     pub configured_token: Option<[u8; 32]>,
+    /// Failed bearer-token attempts per client address (`server.auth_failures_per_minute`).
+    pub auth_failures: Arc<limits::AuthFailures>,
+    /// Permits for concurrent SCIM requests (`server.max_concurrent_requests`).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -52,6 +57,12 @@ impl AppState {
             configured_token: config
                 .configured_token()?
                 .map(|t| crate::store::hash_token(&t)),
+            auth_failures: Arc::new(limits::AuthFailures::new(
+                config.server.auth_failures_per_minute,
+            )),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                config.server.max_concurrent_requests,
+            )),
         })
     }
 }
@@ -109,6 +120,11 @@ pub fn router(state: AppState, base_path: &str) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        // Outside auth, so a flood is shed before any token is hashed or looked up.
+        .layer(middleware::from_fn_with_state(
+            state.in_flight.clone(),
+            limits::concurrency_limit,
+        ))
         // Outermost, so requests refused by auth are counted, logged and get a request id.
         .layer(middleware::from_fn_with_state(
             observe::Observe::new(state.store.clone()),
@@ -144,13 +160,17 @@ async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> R
     }
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests.
+/// Serves until `shutdown` resolves, then drains in-flight requests. Each request carries
+/// the peer's `ConnectInfo<SocketAddr>`, which the failed-auth lockout keys on.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::body::read_json;
 use super::error::{ApiError, SCIM_CONTENT_TYPE};
+use super::limits::{members_in_patch, members_in_resource};
 use super::AppState;
 use crate::scim::filter::{parse_filter, parse_path};
 use crate::scim::patch::parse_patch_request;
@@ -305,6 +306,7 @@ pub async fn create(
 ) -> ApiResult {
     let projection = Params::parse(raw)?.projection()?;
     let input = read_json(&headers, body, state.max_body_bytes).await?;
+    check_members(&state, kind, members_in_resource(&input))?;
     let doc = normalize_resource(kind, &input)?;
     let record = state
         .store
@@ -330,6 +332,7 @@ pub async fn replace(
     let projection = Params::parse(raw)?.projection()?;
     let input = read_json(&headers, body, state.max_body_bytes).await?;
     check_body_id(&input, &id)?;
+    check_members(&state, kind, members_in_resource(&input))?;
     let doc = normalize_resource(kind, &input)?;
     let record = state
         .store
@@ -347,6 +350,24 @@ pub async fn replace(
         &record,
         &projection,
     ))
+}
+
+/// Refuses a group body or PATCH carrying more than `scim.max_members_per_request` member
+/// values (`count`), before anything is stored.
+///
+/// The scimType is `invalidValue`, not `tooMany`: RFC 7644 §3.12 defines `tooMany` for a
+/// filter that yields more results than the server will process (GET and POST .search
+/// only), while `invalidValue` is the type it lists for POST, PUT and PATCH bodies with a
+/// value the server will not accept.
+fn check_members(state: &AppState, kind: ResourceKind, count: usize) -> Result<(), ScimError> {
+    let max = state.limits.max_members_per_request;
+    if kind == ResourceKind::Group && count > max {
+        return Err(ScimError::invalid_value(format!(
+            "a request may carry at most {max} member values; this one has {count}: \
+             send the rest in further PATCH requests"
+        )));
+    }
+    Ok(())
 }
 
 /// A PUT body may repeat the id; it may not name another resource (id is immutable).
@@ -369,6 +390,7 @@ pub async fn patch(
 ) -> ApiResult {
     let projection = Params::parse(raw)?.projection()?;
     let input = read_json(&headers, body, state.max_body_bytes).await?;
+    check_members(&state, kind, members_in_patch(&input))?;
     let ops = parse_patch_request(&input)?;
     if ops.len() > state.limits.max_patch_operations {
         return Err(ScimError::too_many(format!(
