@@ -251,13 +251,16 @@ fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT job")?;
+    // Cached statements: every write runs these, and parsing them each time shows up.
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut st| st.execute([]));
+    run("SAVEPOINT job")?;
     let result = f(conn);
     let end = if result.is_ok() {
-        conn.execute_batch("RELEASE job")
+        run("RELEASE job")
     } else {
-        conn.execute_batch("ROLLBACK TO job; RELEASE job")
-    };
+        run("ROLLBACK TO job").and_then(|_| run("RELEASE job"))
+    }
+    .map(|_| ());
     match (result, end) {
         (Ok(v), Ok(())) => Ok(v),
         (Err(e), _) => Err(e),

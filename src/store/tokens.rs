@@ -232,9 +232,11 @@ impl TokenCache {
         use subtle::{ConditionallySelectable, ConstantTimeEq};
         let mut state = self.state.lock().map_err(|_| StoreError::Stopped)?;
         // data_version changes when any other connection commits; cheap to read.
+        // A cached statement: this runs on every request, parsing it each time would show.
         let version: i64 = state
             .conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?;
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
         if state.data_version != Some(version) {
             state.scim = active_tokens(&state.conn, TokenScope::Scim)?;
             state.admin = active_tokens(&state.conn, TokenScope::Admin)?;
