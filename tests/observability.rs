@@ -83,6 +83,9 @@ async fn metrics_move_with_traffic_and_label_routes_by_template() {
     );
     let anonymous = s.raw(s.client.get(s.url("/Users"))).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let nowhere = s.get("/NoSuchEndpoint/xyz").await;
+    assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
+    assert!(nowhere.headers.contains_key("x-request-id"));
 
     let after = metrics().render(&[]);
     // Other tests in this process add traffic too: counters only ever grow by at least ours.
@@ -101,9 +104,12 @@ async fn metrics_move_with_traffic_and_label_routes_by_template() {
             >= series(&before, "store_writes_committed_total") + 1.0
     );
     assert!(series(&after, "store_commit_batch_size_count") >= 1.0);
-    // Route labels are templates: no id ever becomes a series.
+    let unmatched = r#"scim_requests_total{route="unmatched",method="GET",status="404"}"#;
+    assert!(series(&after, unmatched) >= series(&before, unmatched) + 1.0);
+    // Route labels are templates: no id or junk path ever becomes a series.
     assert!(!after.contains(&id), "a raw id leaked into a label");
     assert!(!after.contains("no-such-user"));
+    assert!(!after.contains("NoSuchEndpoint"));
     s.stop().await;
 }
 
