@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use axum::body::{Body, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body_util::BodyExt;
@@ -153,7 +153,11 @@ pub async fn observe(State(state): State<Observe>, req: Request, next: Next) -> 
         status,
         elapsed,
     );
-    if !provlog::enabled(&state.store) {
+    // The log is of provisioning: changes, and every refused request. A successful read
+    // changes nothing; logging each would put a row per GET (tens of thousands a second
+    // under an IdP's lookups) on the writer.
+    let read_ok = status < 400 && (method == Method::GET || method == Method::HEAD);
+    if read_ok || !provlog::enabled(&state.store) {
         return response;
     }
     let (response, detail) = if status >= 400 {

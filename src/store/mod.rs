@@ -108,6 +108,8 @@ pub struct Store {
     tokens: std::sync::Arc<TokenCache>,
     /// Who wants which event: consulted while recording events, woken after commits.
     fanout: std::sync::Arc<Fanout>,
+    /// The checkpoint thread runs while any handle to the store exists.
+    _alive: std::sync::Arc<()>,
 }
 
 impl Store {
@@ -140,6 +142,20 @@ impl Store {
                 source,
             })?;
 
+        let alive = std::sync::Arc::new(());
+        let checkpoints = Connection::open(path).map_err(open_err)?;
+        checkpoints
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        let watch = std::sync::Arc::downgrade(&alive);
+        thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || checkpointer(checkpoints, watch))
+            .map_err(|source| StoreError::Folder {
+                path: path.to_path_buf(),
+                source,
+            })?;
+
         let token_conn = open_reader(path).map_err(open_err)?;
         let tokens = std::sync::Arc::new(TokenCache::new(token_conn));
 
@@ -164,6 +180,7 @@ impl Store {
             reads: rtx,
             tokens,
             fanout,
+            _alive: alive,
         })
     }
 
@@ -227,12 +244,27 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // A larger page cache and fewer, larger checkpoints: index pages touched by many
-    // commits are written to the database file once per checkpoint, not once per commit.
     conn.pragma_update(None, "cache_size", -65536)?;
-    conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+    // The `checkpointer` thread copies the WAL into the database beside the writer; the
+    // writer's own automatic checkpoint then finds little left to copy, so it stays short,
+    // and it is what lets the WAL start over from the beginning (a checkpoint running while
+    // commits keep appending never finds the WAL complete). The file is cut back to 256 MiB.
+    conn.pragma_update(None, "wal_autocheckpoint", 32768)?;
+    conn.pragma_update(None, "journal_size_limit", 256 * 1024 * 1024)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
+}
+
+/// Copies committed pages from the WAL into the database file every quarter second,
+/// beside the writer and the readers (PASSIVE never blocks either), so the checkpoint the
+/// writer runs inside a commit has little left to do.
+fn checkpointer(conn: Connection, alive: std::sync::Weak<()>) {
+    while alive.upgrade().is_some() {
+        thread::sleep(Duration::from_millis(250));
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+        }
+    }
 }
 
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
