@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::assert_scim_error;
+
 use common::{TestServer, TOKEN};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -12,16 +14,6 @@ use tokio::sync::oneshot;
 
 const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
-
-fn assert_scim_error(body: &Value, status: &str, scim_type: Option<&str>) {
-    assert_eq!(body["schemas"], json!([ERROR]), "{body}");
-    assert_eq!(body["status"], status, "{body}");
-    match scim_type {
-        Some(t) => assert_eq!(body["scimType"], t, "{body}"),
-        None => assert!(body.get("scimType").is_none(), "{body}"),
-    }
-}
 
 /// The real server with extra `[server]` keys, which `TestServer::start_with` cannot add (its
 /// config already has a `[server]` table). The token comes from `auth.token_file`.

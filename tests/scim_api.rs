@@ -2,28 +2,16 @@
 
 mod common;
 
+use common::assert_scim_error;
+
 use common::{q, TestServer, TOKEN};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
-
-fn assert_scim_error(body: &Value, status: &str, scim_type: Option<&str>) {
-    assert_eq!(body["schemas"], json!([ERROR]), "{body}");
-    assert_eq!(body["status"], status, "{body}");
-    match scim_type {
-        Some(t) => assert_eq!(body["scimType"], t, "{body}"),
-        None => assert!(body.get("scimType").is_none(), "{body}"),
-    }
-    assert!(
-        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-        "{body}"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scim_route_requires_a_valid_bearer_token() {

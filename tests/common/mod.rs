@@ -253,3 +253,23 @@ pub fn scim_connector(
         token.display()
     )
 }
+
+/// Asserts a SCIM error body (RFC 7644 §3.12): the Error schema, `status` as a string, the
+/// `scimType` (or none), and a non-empty `detail`.
+#[track_caller]
+pub fn assert_scim_error(body: &Value, status: &str, scim_type: Option<&str>) {
+    assert_eq!(
+        body["schemas"],
+        serde_json::json!(["urn:ietf:params:scim:api:messages:2.0:Error"]),
+        "{body}"
+    );
+    assert_eq!(body["status"], status, "{body}");
+    match scim_type {
+        Some(t) => assert_eq!(body["scimType"], t, "{body}"),
+        None => assert!(body.get("scimType").is_none(), "{body}"),
+    }
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+}
