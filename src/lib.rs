@@ -14,3 +14,4 @@ pub mod provlog;
 pub mod scim;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -16,6 +16,7 @@ use crate::http::{self, AppState};
 use crate::outbox::{self, Engine, Fanout, Route, RouteKind};
 use crate::scim::filter::parse_filter;
 use crate::store::{Store, StoreError, TokenScope};
+use crate::tls::ReloadableTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -28,6 +29,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -39,6 +42,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     listener: TcpListener,
     app: axum::Router,
+    tls: Option<Arc<ReloadableTls>>,
+    limits: http::ConnectionLimits,
     admin: Option<(TcpListener, axum::Router)>,
     engine: Engine,
     store: Store,
@@ -78,6 +83,16 @@ fn fanout(config: &Config, base_url: String) -> Result<Fanout, ConfigError> {
 
 /// Opens the database and binds the listener, so start-up errors surface before serving.
 pub async fn start(config: &Config) -> Result<Running, ServeError> {
+    // Certificates first: a bad path should fail before anything else is touched.
+    let tls = match config.tls_files() {
+        Some((cert, key)) => Some(Arc::new(ReloadableTls::load(cert, key)?)),
+        None => None,
+    };
+    let limits = http::ConnectionLimits {
+        header_timeout: Duration::from_secs(config.server.header_timeout_secs),
+        max_connections: config.server.max_connections,
+        drain: Duration::from_secs(30),
+    };
     let addr = config.server.listen;
     let listener = TcpListener::bind(addr)
         .await
@@ -164,6 +179,8 @@ pub async fn start(config: &Config) -> Result<Running, ServeError> {
         background,
         listener,
         app,
+        tls,
+        limits,
         admin,
         engine,
     })
@@ -174,18 +191,24 @@ impl Running {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        tracing::info!(addr = %self.addr, "scim-relay listening");
+        tracing::info!(
+            addr = %self.addr,
+            tls = self.tls.is_some(),
+            "scim-relay listening"
+        );
+        let reload = tokio::spawn(reload_on_sighup(self.tls.clone()));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let admin = self.admin.map(|(listener, app)| {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "admin API listening");
             }
             let mut stopped = stopped.clone();
-            tokio::spawn(http::serve(listener, app, async move {
+            tokio::spawn(http::serve(listener, app, None, self.limits, async move {
                 let _ = stopped.changed().await;
             }))
         });
-        http::serve(self.listener, self.app, shutdown).await?;
+        http::serve(self.listener, self.app, self.tls, self.limits, shutdown).await?;
+        reload.abort();
         let _ = stop.send(true);
         if let Some(admin) = admin {
             let _ = admin.await;
@@ -200,6 +223,39 @@ impl Running {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.provlog).await;
         tracing::info!("scim-relay stopped");
         Ok(())
+    }
+}
+
+/// Re-reads the TLS certificate and key on each SIGHUP (what `systemctl reload` and
+/// certificate renewal hooks send). Handling the signal also keeps it from killing a
+/// server that has no TLS to reload.
+async fn reload_on_sighup(tls: Option<Arc<ReloadableTls>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; TLS certificates will not reload");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match &tls {
+                None => tracing::info!("SIGHUP: TLS is off, nothing to reload"),
+                Some(tls) => match tls.reload() {
+                    Ok(()) => tracing::info!(
+                        cert_file = %tls.cert_file().display(),
+                        "SIGHUP: TLS certificate reloaded; new connections use it"
+                    ),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "SIGHUP: TLS reload failed; still serving the previous certificate"
+                    ),
+                },
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tls;
     }
 }
 

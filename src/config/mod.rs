@@ -84,6 +84,26 @@ pub struct ServerConfig {
     pub auth_failures_per_minute: u32,
     /// Requests the SCIM listener handles at once; more are refused with 503.
     pub max_concurrent_requests: usize,
+    /// Connections served at once (both listeners each); more wait in the accept queue.
+    pub max_connections: usize,
+    /// Seconds a client has to send a complete request head, from connecting (and again
+    /// after each response, so it is also the idle keep-alive timeout).
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send the whole request body; slower bodies get 408.
+    pub body_timeout_secs: u64,
+    /// Deepest nesting of JSON arrays and objects accepted in a request body.
+    pub max_json_depth: usize,
+    /// Serve HTTPS on `listen` with this certificate; reloaded on SIGHUP.
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first (as issued by e.g. Let's Encrypt's fullchain.pem).
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +115,11 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             auth_failures_per_minute: 20,
             max_concurrent_requests: 1024,
+            max_connections: 4096,
+            header_timeout_secs: 20,
+            body_timeout_secs: 30,
+            max_json_depth: 32,
+            tls: None,
         }
     }
 }
@@ -249,6 +274,29 @@ impl Config {
                 "must be between 1 and 1000000",
             ));
         }
+        if self.server.max_connections == 0 || self.server.max_connections > 1_000_000 {
+            return Err(bad(
+                "server.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if self.server.header_timeout_secs == 0 || self.server.header_timeout_secs > 3600 {
+            return Err(bad(
+                "server.header_timeout_secs",
+                "must be between 1 and 3600",
+            ));
+        }
+        if self.server.body_timeout_secs == 0 || self.server.body_timeout_secs > 3600 {
+            return Err(bad(
+                "server.body_timeout_secs",
+                "must be between 1 and 3600",
+            ));
+        }
+        // serde_json stops at 128 levels on its own; ours must bite first to give the
+        // documented error.
+        if self.server.max_json_depth < 8 || self.server.max_json_depth > 120 {
+            return Err(bad("server.max_json_depth", "must be between 8 and 120"));
+        }
         if self.storage.readers == 0 || self.storage.readers > 64 {
             return Err(bad("storage.readers", "must be between 1 and 64"));
         }
@@ -293,6 +341,14 @@ impl Config {
         }
     }
 
+    /// The certificate and key files of `[server.tls]`, resolved, if TLS is on.
+    pub fn tls_files(&self) -> Option<(PathBuf, PathBuf)> {
+        self.server
+            .tls
+            .as_ref()
+            .map(|t| (self.resolve(&t.cert_file), self.resolve(&t.key_file)))
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.resolve(&self.storage.path)
     }
@@ -302,7 +358,14 @@ impl Config {
     pub fn public_url(&self, bound: SocketAddr) -> String {
         match &self.server.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
-            None => format!("http://{bound}{}", self.server.base_path),
+            None => {
+                let scheme = if self.server.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{bound}{}", self.server.base_path)
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use serde_json::Value;
+use std::time::Duration;
 
 use crate::scim::ScimError;
 
@@ -20,8 +21,22 @@ fn acceptable_content_type(headers: &HeaderMap) -> bool {
         || essence.eq_ignore_ascii_case("application/json")
 }
 
-/// Reads and parses a JSON body of at most `limit` bytes.
-pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Value, ScimError> {
+/// What a request body may be (`[server] max_body_bytes`, `max_json_depth`,
+/// `body_timeout_secs`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub max_depth: usize,
+    pub timeout: Duration,
+}
+
+/// Reads and parses a JSON body within `limits`: 413 when too large (from the declared
+/// length, before reading), 408 when it arrives too slowly, 400 when too deep or not JSON.
+pub async fn read_json(
+    headers: &HeaderMap,
+    body: Body,
+    limits: &BodyLimits,
+) -> Result<Value, ScimError> {
     if !acceptable_content_type(headers) {
         return Err(ScimError::new(
             415,
@@ -29,6 +44,7 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             "Content-Type must be application/scim+json or application/json",
         ));
     }
+    let limit = limits.max_bytes;
     let too_large = || {
         ScimError::new(
             413,
@@ -43,18 +59,70 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if is_length_limit(&e) {
-            too_large()
-        } else {
-            ScimError::invalid_syntax(format!("cannot read request body: {e}"))
-        }
-    })?;
+    let read = tokio::time::timeout(limits.timeout, axum::body::to_bytes(body, limit));
+    let bytes = read
+        .await
+        .map_err(|_| {
+            ScimError::new(
+                408,
+                None,
+                format!(
+                    "request body did not arrive within {} s",
+                    limits.timeout.as_secs()
+                ),
+            )
+        })?
+        .map_err(|e| {
+            if is_length_limit(&e) {
+                too_large()
+            } else {
+                ScimError::invalid_syntax(format!("cannot read request body: {e}"))
+            }
+        })?;
     if bytes.is_empty() {
         return Err(ScimError::invalid_syntax("request body is empty"));
     }
+    if nesting_exceeds(&bytes, limits.max_depth) {
+        return Err(ScimError::invalid_syntax(format!(
+            "request body nests arrays and objects deeper than {} levels",
+            limits.max_depth
+        )));
+    }
     serde_json::from_slice(&bytes)
         .map_err(|e| ScimError::invalid_syntax(format!("request body is not valid JSON: {e}")))
+}
+
+/// Whether `[`/`{` nest deeper than `max` outside strings. A linear pre-scan, so a deep
+/// body is refused before the recursive parser (and everything after it that walks the
+/// value recursively) sees it; malformed JSON is left for the parser to report.
+fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {
@@ -66,4 +134,18 @@ fn is_length_limit(e: &axum::Error) -> bool {
         source = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nesting_exceeds;
+
+    #[test]
+    fn nesting_counts_brackets_outside_strings_only() {
+        assert!(!nesting_exceeds(br#"{"a":[{"b":1}]}"#, 3));
+        assert!(nesting_exceeds(br#"{"a":[{"b":[1]}]}"#, 3));
+        // Brackets and escaped quotes inside strings are text, not structure.
+        assert!(!nesting_exceeds(br#"{"a":"[[[[{{{{\"[[[["}"#, 1));
+        assert!(nesting_exceeds(&[b'['; 200], 120));
+    }
 }

@@ -32,12 +32,42 @@ fn list_response(resources: Vec<Value>) -> Response {
     }))
 }
 
+/// Where ServiceProviderConfig states the limits SCIM itself has no attribute for.
+pub const LIMITS_SCHEMA: &str = "urn:scim-relay:schemas:extension:limits:2.0:ServiceProviderConfig";
+
+/// The request limits a client can plan around, from `[server]` and `[scim]`.
+pub fn advertised_limits(config: &crate::config::Config) -> Value {
+    let (server, scim) = (&config.server, &config.scim);
+    json!({
+        "maxPayloadSize": server.max_body_bytes,
+        "maxJsonDepth": server.max_json_depth,
+        "maxFilterLength": scim.max_filter_length,
+        "maxFilterTerms": crate::scim::filter::MAX_TERMS,
+        "maxFilterDepth": crate::scim::filter::MAX_DEPTH,
+        "maxPatchOperations": scim.max_patch_operations,
+        "maxMembersPerRequest": scim.max_members_per_request,
+        "maxConcurrentRequests": server.max_concurrent_requests,
+        "headerTimeoutSeconds": server.header_timeout_secs,
+        "bodyTimeoutSeconds": server.body_timeout_secs,
+        "authFailuresPerMinute": server.auth_failures_per_minute,
+    })
+}
+
 pub async fn service_provider_config(State(state): State<AppState>) -> Response {
     let base = &state.base_url;
     json_response(&json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+        "schemas": [
+            "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig",
+            LIMITS_SCHEMA,
+        ],
         "patch": {"supported": true},
-        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+        // Bulk is off, but maxPayloadSize is the one standard place for a size limit and
+        // clients read it; the same limit applies to every request.
+        "bulk": {
+            "supported": false,
+            "maxOperations": 0,
+            "maxPayloadSize": state.body_limits.max_bytes,
+        },
         "filter": {"supported": true, "maxResults": state.limits.max_results},
         "changePassword": {"supported": false},
         "sort": {"supported": true},
@@ -48,6 +78,7 @@ pub async fn service_provider_config(State(state): State<AppState>) -> Response 
             "description": "A token created with `scim-relay token create`, sent as Authorization: Bearer <token>",
             "primary": true,
         }],
+        LIMITS_SCHEMA: *state.advertised_limits,
         "meta": {
             "resourceType": "ServiceProviderConfig",
             "location": format!("{base}/ServiceProviderConfig"),

@@ -8,11 +8,11 @@ mod body;
 mod discovery;
 pub mod error;
 pub mod limits;
+mod listener;
 pub mod observe;
 mod resources;
 pub mod status_page;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -20,12 +20,12 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::net::TcpListener;
 
 use crate::config::{Config, ScimConfig};
 use crate::scim::{ResourceKind, ScimError};
 use crate::store::Store;
 use error::ApiError;
+pub use listener::{serve, ConnectionLimits};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -34,7 +34,9 @@ pub struct AppState {
     /// Public URL of the SCIM base path (for `meta.location` and `$ref`).
     pub base_url: Arc<str>,
     pub limits: Arc<ScimConfig>,
-    pub max_body_bytes: usize,
+    pub body_limits: body::BodyLimits,
+    /// The limits stated in ServiceProviderConfig's extension.
+    pub advertised_limits: Arc<serde_json::Value>,
     /// Hash of the token from `auth.token_env` / `auth.token_file`, if configured.
     pub configured_token: Option<[u8; 32]>,
     /// Failed bearer-token attempts per client address (`server.auth_failures_per_minute`).
@@ -53,7 +55,12 @@ impl AppState {
             store,
             base_url: config.public_url(bound).into(),
             limits: Arc::new(config.scim.clone()),
-            max_body_bytes: config.server.max_body_bytes,
+            advertised_limits: Arc::new(discovery::advertised_limits(config)),
+            body_limits: body::BodyLimits {
+                max_bytes: config.server.max_body_bytes,
+                max_depth: config.server.max_json_depth,
+                timeout: std::time::Duration::from_secs(config.server.body_timeout_secs),
+            },
             configured_token: config
                 .configured_token()?
                 .map(|t| crate::store::hash_token(&t)),
@@ -158,19 +165,4 @@ async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> R
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
     }
-}
-
-/// Serves until `shutdown` resolves, then drains in-flight requests. Each request carries
-/// the peer's `ConnectInfo<SocketAddr>`, which the failed-auth lockout keys on.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }

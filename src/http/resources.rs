@@ -183,7 +183,7 @@ pub async fn search(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let input = read_json(&headers, body, state.max_body_bytes).await?;
+    let input = read_json(&headers, body, &state.body_limits).await?;
     run_list(&state, kinds, ListParams::from_search_body(&input)?).await
 }
 
@@ -305,7 +305,7 @@ pub async fn create(
     body: Body,
 ) -> ApiResult {
     let projection = Params::parse(raw)?.projection()?;
-    let input = read_json(&headers, body, state.max_body_bytes).await?;
+    let input = read_json(&headers, body, &state.body_limits).await?;
     check_members(&state, kind, members_in_resource(&input))?;
     let doc = normalize_resource(kind, &input)?;
     let record = state
@@ -330,7 +330,7 @@ pub async fn replace(
     body: Body,
 ) -> ApiResult {
     let projection = Params::parse(raw)?.projection()?;
-    let input = read_json(&headers, body, state.max_body_bytes).await?;
+    let input = read_json(&headers, body, &state.body_limits).await?;
     check_body_id(&input, &id)?;
     check_members(&state, kind, members_in_resource(&input))?;
     let doc = normalize_resource(kind, &input)?;
@@ -389,7 +389,7 @@ pub async fn patch(
     body: Body,
 ) -> ApiResult {
     let projection = Params::parse(raw)?.projection()?;
-    let input = read_json(&headers, body, state.max_body_bytes).await?;
+    let input = read_json(&headers, body, &state.body_limits).await?;
     check_members(&state, kind, members_in_patch(&input))?;
     let ops = parse_patch_request(&input)?;
     if ops.len() > state.limits.max_patch_operations {
