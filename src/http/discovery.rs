@@ -32,37 +32,15 @@ fn list_response(resources: Vec<Value>) -> Response {
     }))
 }
 
-/// Where ServiceProviderConfig states the limits SCIM itself has no attribute for.
-pub const LIMITS_SCHEMA: &str = "urn:scim-relay:schemas:extension:limits:2.0:ServiceProviderConfig";
-
-/// The request limits a client can plan around, from `[server]` and `[scim]`.
-pub fn advertised_limits(config: &crate::config::Config) -> Value {
-    let (server, scim) = (&config.server, &config.scim);
-    json!({
-        "maxPayloadSize": server.max_body_bytes,
-        "maxJsonDepth": server.max_json_depth,
-        "maxFilterLength": scim.max_filter_length,
-        "maxFilterTerms": crate::scim::filter::MAX_TERMS,
-        "maxFilterDepth": crate::scim::filter::MAX_DEPTH,
-        "maxPatchOperations": scim.max_patch_operations,
-        "maxMembersPerRequest": scim.max_members_per_request,
-        "maxConcurrentRequests": server.max_concurrent_requests,
-        "headerTimeoutSeconds": server.header_timeout_secs,
-        "bodyTimeoutSeconds": server.body_timeout_secs,
-        "authFailuresPerMinute": server.auth_failures_per_minute,
-    })
-}
-
 pub async fn service_provider_config(State(state): State<AppState>) -> Response {
     let base = &state.base_url;
     json_response(&json!({
-        "schemas": [
-            "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig",
-            LIMITS_SCHEMA,
-        ],
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "patch": {"supported": true},
-        // Bulk is off, but maxPayloadSize is the one standard place for a size limit and
-        // clients read it; the same limit applies to every request.
+        // Bulk is off, but maxPayloadSize is SCIM's one place for a size limit, and the
+        // same limit applies to every request. The other limits have no SCIM attribute, and
+        // an extension here would break clients that validate this resource strictly
+        // (scim2-tester's models refuse unknown keys), so they live in the README.
         "bulk": {
             "supported": false,
             "maxOperations": 0,
@@ -78,7 +56,6 @@ pub async fn service_provider_config(State(state): State<AppState>) -> Response 
             "description": "A token created with `scim-relay token create`, sent as Authorization: Bearer <token>",
             "primary": true,
         }],
-        LIMITS_SCHEMA: *state.advertised_limits,
         "meta": {
             "resourceType": "ServiceProviderConfig",
             "location": format!("{base}/ServiceProviderConfig"),

@@ -35,8 +35,6 @@ pub struct AppState {
     pub base_url: Arc<str>,
     pub limits: Arc<ScimConfig>,
     pub body_limits: body::BodyLimits,
-    /// The limits stated in ServiceProviderConfig's extension.
-    pub advertised_limits: Arc<serde_json::Value>,
     /// Hash of the token from `auth.token_env` / `auth.token_file`, if configured.
     pub configured_token: Option<[u8; 32]>,
     /// Failed bearer-token attempts per client address (`server.auth_failures_per_minute`).
@@ -55,7 +53,6 @@ impl AppState {
             store,
             base_url: config.public_url(bound).into(),
             limits: Arc::new(config.scim.clone()),
-            advertised_limits: Arc::new(discovery::advertised_limits(config)),
             body_limits: body::BodyLimits {
                 max_bytes: config.server.max_body_bytes,
                 max_depth: config.server.max_json_depth,
