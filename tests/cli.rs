@@ -1,13 +1,15 @@
 //! The `scim-relay` binary as operators use it: config errors, token lifecycle against a
 //! running server (revocation from another process takes effect at once).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_scim-relay"))
+    common::relay_bin()
 }
 
 fn free_port() -> u16 {

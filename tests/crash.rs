@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ impl Drop for Server {
 
 fn serve(config: &std::path::Path, port: u16) -> Server {
     Server(
-        Command::new(env!("CARGO_BIN_EXE_scim-relay"))
+        common::relay_bin()
             .arg("--config")
             .arg(config)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -84,7 +84,7 @@ async fn sigkill_loses_nothing_acknowledged() {
         ),
     )
     .expect("config");
-    let out = Command::new(env!("CARGO_BIN_EXE_scim-relay"))
+    let out = common::relay_bin()
         .arg("--config")
         .arg(&config)
         .args(["token", "create", "--name", "crash"])

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::scim2::{patch_op, Scim2Server, ENTERPRISE_USER_SCHEMA as ENT};
@@ -69,11 +69,10 @@ async fn run(
     config: &std::path::Path,
     args: &[&str],
 ) -> (std::process::ExitStatus, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scim-relay"))
+    let mut child = common::relay_bin()
         .arg("--config")
         .arg(config)
         .args(args)
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -300,7 +300,7 @@ async fn brellium_refuses_an_invalid_user_type_without_sending_it() {
     assert_eq!(users[0]["userName"], "manager@example.com");
     assert_eq!(users[0]["userType"], "manager");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scim-relay"))
+    let out = common::relay_bin()
         .arg("--config")
         .arg(s.config_path())
         .args(["deliveries", "list", "--status", "dead", "--json"])
@@ -402,7 +402,7 @@ async fn resync_provisions_a_new_connector_once() {
     );
     let s = TestServer::start_in(dir, &connector).await;
     let resync = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_scim-relay"))
+        common::relay_bin()
             .arg("--config")
             .arg(s.config_path())
             .args(["resync", "--connector", "late"])
@@ -431,7 +431,7 @@ async fn resync_provisions_a_new_connector_once() {
     assert!(resync().status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_scim-relay"))
+        let out = common::relay_bin()
             .arg("--config")
             .arg(s.config_path())
             .args(["status", "--json"])
@@ -456,7 +456,7 @@ async fn resync_provisions_a_new_connector_once() {
 }
 
 fn cli(s: &TestServer, args: &[&str]) -> std::process::Output {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scim-relay"))
+    let out = common::relay_bin()
         .arg("--config")
         .arg(s.config_path())
         .args(args)

@@ -376,7 +376,7 @@ async fn a_rejected_delivery_is_dead_lettered_and_replayed_from_the_cli() {
     s.create_user("dead@example.com").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_scim-relay"))
+        common::relay_bin()
             .arg("--config")
             .arg(s.config_path())
             .args(args)
@@ -507,7 +507,7 @@ async fn a_gone_endpoint_pauses_its_connector() {
         1,
         "nothing more is sent to an endpoint that is gone"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scim-relay"))
+    let out = common::relay_bin()
         .arg("--config")
         .arg(s.config_path())
         .args(["status", "--json"])

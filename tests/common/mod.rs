@@ -42,6 +42,7 @@ impl TestServer {
 
     /// Starts a server on the database already in `dir` (see [`TestServer::stop_keeping`]).
     pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestServer {
+        init_logs();
         std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
         std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).expect("admin token file");
         let text = format!(
@@ -209,14 +210,34 @@ pub fn q(filter: &str) -> String {
 pub mod receiver;
 pub mod scim2;
 
+// Declared inside scim2 (which tests/scim2_harness.rs includes alone and which records its
+// tokens) so that the file is compiled once per test binary.
+pub use scim2::logs;
+
+#[allow(unused_imports)] // not every test file spawns the binary
+pub use logs::relay_bin;
+
+/// Logs of the in-process servers go to the test log folder, and the harness's fixed tokens
+/// to the secrets manifest (see [`logs`]).
+fn init_logs() {
+    static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        logs::record_secret("TOKEN", TOKEN);
+        logs::record_secret("ADMIN_TOKEN", ADMIN_TOKEN);
+        logs::install_subscriber();
+    });
+}
+
 /// A fresh Standard Webhooks secret (`whsec_` + base64 of 32 bytes).
 pub fn new_secret() -> String {
     use base64::Engine;
     let bytes: [u8; 32] = rand::random();
-    format!(
+    let secret = format!(
         "whsec_{}",
         base64::engine::general_purpose::STANDARD.encode(bytes)
-    )
+    );
+    logs::record_secret("webhook-secret", &secret);
+    secret
 }
 
 /// A `[[connectors]]` table for a webhook at `url`, its secret in a file under `dir`.

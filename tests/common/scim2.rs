@@ -104,6 +104,11 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
 
+// By path, because tests/scim2_harness.rs includes this file without the rest of `common`;
+// the rest of `common` reaches it as `common::logs`.
+#[path = "logs.rs"]
+pub mod logs;
+
 /// The scim2-server version the tests run against.
 pub const SCIM2_SERVER_VERSION: &str = "0.8.3";
 
@@ -670,9 +675,11 @@ impl Scim2Server {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .expect("reqwest client");
+        let token = format!("scim2-{}", unique());
+        logs::record_secret("scim2-target-token", &token);
         let mut server = Scim2Server {
             base_url: String::new(),
-            token: format!("scim2-{}", unique()),
+            token,
             port: 0,
             child: None,
             dir,
