@@ -134,8 +134,12 @@ fn extra_headers(
     Ok(headers)
 }
 
-/// A network error in words an operator can act on (never the payload or headers).
-fn describe(e: &reqwest::Error) -> String {
+/// A network error in words an operator can act on (never the payload or headers). The URL
+/// is left out: a configured URL may carry a credential in its query (`?token=…`), and the
+/// error goes to the outbox, the provisioning log and the logs; the connector names the
+/// target anyway.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -144,10 +148,59 @@ fn describe(e: &reqwest::Error) -> String {
         "request failed"
     };
     let mut detail = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         detail = format!("{detail}: {s}");
         source = s.source();
     }
     format!("{kind}: {detail}")
+}
+
+/// Why a response body was not read whole.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the answer is larger than {limit} bytes; not read further")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    Read(String),
+}
+
+/// The body, up to `limit` bytes; a longer one is an error rather than buffered, so a target
+/// cannot make the connector hold an unbounded answer in memory.
+async fn read_limited(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| BodyError::Read(describe(e)))?
+    {
+        if buf.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// The first `limit` bytes of the body, for an error message: whatever arrives before the
+/// limit, the end or a read error (the status already says what happened).
+async fn read_prefix(response: &mut reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut buf = Vec::new();
+    while buf.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    buf.truncate(limit);
+    buf
 }

@@ -22,6 +22,11 @@ use crate::store::{now_ms, Claimed, LeaverPolicy, Link, LinkStatus, Store, Store
 
 /// How much of a failing response body is kept for the operator.
 const ERROR_BODY_LIMIT: usize = 1024;
+/// The largest successful answer read: a page of 100 users or a group with tens of
+/// thousands of members fits; an answer beyond it fails the attempt instead of filling memory.
+const MAX_JSON_BODY: usize = 16 << 20;
+/// How much of an answer that is not JSON the error quotes.
+const MALFORMED_QUOTE_LIMIT: usize = 200;
 /// How long a deprovision held by leaver safety waits before it looks again.
 const PAUSED_RETRY_MS: u64 = 60_000;
 
@@ -39,7 +44,11 @@ pub struct ScimConnector {
 /// A target's answer.
 struct Answer {
     status: u16,
+    /// The JSON of a 2xx answer (`Null` when it had no body, or none that parses).
     body: Value,
+    /// Why a 2xx answer's body is not JSON, when it is not.
+    malformed: Option<String>,
+    /// The start of a non-2xx answer's body, for the operator.
     text: String,
     retry_after_ms: Option<u64>,
 }
@@ -47,6 +56,24 @@ struct Answer {
 impl Answer {
     fn ok(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+
+    /// The JSON of a 2xx answer whose content the caller needs (a lookup's matches, a new
+    /// resource's id). Unreadable JSON is retried, not dead-lettered: it leaves unknown what
+    /// the target did, and the next attempt finds out safely, since it looks the resource up
+    /// by userName (adopting what a garbled POST created) and sends only what differs from
+    /// what the target last confirmed. Read as "no match" instead, it would create a
+    /// duplicate or dead-letter a conflict; and a target that keeps answering garbage still
+    /// ends in the dead-letter list after `max_age_secs`, with this error on it.
+    fn json(&self) -> Step<&Value> {
+        match &self.malformed {
+            Some(why) => Err(Outcome::Retry {
+                status: Some(self.status),
+                error: format!("HTTP {}: the answer is not valid JSON: {why}", self.status),
+                retry_after_ms: None,
+            }),
+            None => Ok(&self.body),
+        }
     }
     /// The outcome of an answer the caller did not expect.
     fn failure(&self) -> Outcome {
@@ -162,6 +189,7 @@ impl ScimConnector {
             .await
             .map_err(|o| outcome_text(&o))?;
         if answer.ok() {
+            answer.json().map_err(|o| outcome_text(&o))?;
             Ok(answer.body)
         } else {
             Err(outcome_text(&answer.failure()))
@@ -180,9 +208,9 @@ impl ScimConnector {
                 .header(CONTENT_TYPE, "application/scim+json")
                 .body(serde_json::to_vec(body).unwrap_or_default());
         }
-        let response = request.send().await.map_err(|e| Outcome::Retry {
+        let mut response = request.send().await.map_err(|e| Outcome::Retry {
             status: None,
-            error: super::describe(&e),
+            error: super::describe(e),
             retry_after_ms: None,
         })?;
         let status = response.status().as_u16();
@@ -191,22 +219,43 @@ impl ScimConnector {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, now_ms()));
-        let bytes = response.bytes().await.map_err(|e| Outcome::Retry {
-            status: Some(status),
-            error: super::describe(&e),
-            retry_after_ms: None,
-        })?;
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let mut text = String::from_utf8_lossy(bytes.get(..ERROR_BODY_LIMIT).unwrap_or(&bytes))
-            .trim()
-            .to_string();
-        if (200..300).contains(&status) {
-            text.clear();
+        if !response.status().is_success() {
+            // A failure is judged by its status; its body only informs the operator.
+            let prefix = super::read_prefix(&mut response, ERROR_BODY_LIMIT).await;
+            return Ok(Answer {
+                status,
+                body: Value::Null,
+                malformed: None,
+                text: String::from_utf8_lossy(&prefix).trim().to_string(),
+                retry_after_ms,
+            });
         }
+        // A body that breaks off or overflows leaves unknown what the target did: retried,
+        // like a lost connection.
+        let bytes = super::read_limited(&mut response, MAX_JSON_BODY)
+            .await
+            .map_err(|e| Outcome::Retry {
+                status: Some(status),
+                error: format!("HTTP {status}: {e}"),
+                retry_after_ms: None,
+            })?;
+        let (body, malformed) = if bytes.iter().all(u8::is_ascii_whitespace) {
+            (Value::Null, None)
+        } else {
+            match serde_json::from_slice(&bytes) {
+                Ok(body) => (body, None),
+                Err(e) => {
+                    let quote = bytes.get(..MALFORMED_QUOTE_LIMIT).unwrap_or(&bytes);
+                    let quote = String::from_utf8_lossy(quote);
+                    (Value::Null, Some(format!("{e} in {:?}", quote.trim())))
+                }
+            }
+        };
         Ok(Answer {
             status,
             body,
-            text,
+            malformed,
+            text: String::new(),
             retry_after_ms,
         })
     }
@@ -334,7 +383,7 @@ impl ScimConnector {
             return Err(answer.failure());
         }
         Ok(answer
-            .body
+            .json()?
             .get("Resources")
             .and_then(Value::as_array)
             .and_then(|r| r.first())
@@ -365,8 +414,13 @@ impl ScimConnector {
                 let answer = self
                     .send(reqwest::Method::POST, "/Users", Some(&desired))
                     .await?;
-                match answer.body.get("id").and_then(Value::as_str) {
-                    Some(remote_id) if answer.ok() => (remote_id.to_string(), answer.status),
+                let created = if answer.ok() {
+                    answer.json()?.get("id").and_then(Value::as_str)
+                } else {
+                    None
+                };
+                match created {
+                    Some(remote_id) => (remote_id.to_string(), answer.status),
                     _ if answer.status == 409 && !user_name.is_empty() => {
                         let remote_id = self
                             .find_remote(ResourceKind::User, "userName", &user_name)
@@ -643,9 +697,14 @@ impl ScimConnector {
         let answer = self
             .send(reqwest::Method::POST, "/Groups", Some(&body))
             .await?;
-        match answer.body.get("id").and_then(Value::as_str) {
-            Some(id) if answer.ok() => Ok(id.to_string()),
-            _ => Err(answer.failure()),
+        let created = if answer.ok() {
+            answer.json()?.get("id").and_then(Value::as_str)
+        } else {
+            None
+        };
+        match created {
+            Some(id) => Ok(id.to_string()),
+            None => Err(answer.failure()),
         }
     }
 

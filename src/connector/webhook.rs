@@ -62,7 +62,7 @@ impl WebhookConnector {
             Err(e) => {
                 return Outcome::Retry {
                     status: None,
-                    error: super::describe(&e),
+                    error: super::describe(e),
                     retry_after_ms: None,
                 }
             }
@@ -76,20 +76,9 @@ impl WebhookConnector {
         let body = if response.status().is_success() {
             String::new()
         } else {
-            read_capped(&mut response).await
+            let prefix = super::read_prefix(&mut response, ERROR_BODY_LIMIT).await;
+            String::from_utf8_lossy(&prefix).trim().to_string()
         };
         classify(status, &body, retry_after)
     }
-}
-
-async fn read_capped(response: &mut reqwest::Response) -> String {
-    let mut buf = Vec::new();
-    while buf.len() < ERROR_BODY_LIMIT {
-        match response.chunk().await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    buf.truncate(ERROR_BODY_LIMIT);
-    String::from_utf8_lossy(&buf).trim().to_string()
 }
