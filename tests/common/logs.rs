@@ -54,6 +54,8 @@ fn process_name() -> String {
 }
 
 fn append(file: PathBuf, text: &str) {
+    // Again each time: a developer may clear the folder while a test binary runs.
+    let _ = fs::create_dir_all(dir());
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -104,6 +106,7 @@ pub fn install_subscriber() {
 /// instead of a log. `exec` keeps the binary's pid the child's, so `kill` kills the binary.
 const TEE: &str = r#"bin=$1 prefix=$2.bin-$$ manifest=$3
 shift 3
+mkdir -p "${prefix%/*}"
 printf '=== scim-relay %s\n' "$*" >>"$prefix.stderr.log"
 case " $* " in
 *" token create "*)
