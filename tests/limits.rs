@@ -29,6 +29,8 @@ struct Limited {
 
 impl Limited {
     async fn start(server_keys: &str) -> Limited {
+        common::logs::record_secret("TOKEN", TOKEN);
+        common::logs::install_subscriber();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("token"), TOKEN).expect("token file");
         let path = dir.path().join("config.toml");

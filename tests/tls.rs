@@ -34,6 +34,13 @@ fn certificate(name: &str) -> (String, String, CertificateDer<'static>) {
         .push(rcgen::DnType::CommonName, name);
     let key = rcgen::KeyPair::generate().expect("key");
     let cert = params.self_signed(&key).expect("self-signed");
+    // The key's base64 body is a secret like any token: the full-run log grep looks for it.
+    let body: String = key
+        .serialize_pem()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    common::logs::record_secret(&format!("tls-key-{name}"), &body);
     (cert.pem(), key.serialize_pem(), cert.der().clone())
 }
 
@@ -45,6 +52,7 @@ fn free_port() -> u16 {
 }
 
 fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
+    common::logs::record_secret("TOKEN", common::TOKEN);
     std::fs::write(dir.join("token"), common::TOKEN).expect("token");
     let path = dir.join("config.toml");
     std::fs::write(
@@ -68,7 +76,7 @@ fn install(dir: &Path, cert: &str, key: &str) {
 fn serve(config: &Path, stderr: &Path) -> Server {
     let log = std::fs::File::create(stderr).expect("log file");
     Server(
-        Command::new(env!("CARGO_BIN_EXE_scim-relay"))
+        common::relay_bin()
             .arg("--config")
             .arg(config)
             .arg("serve")
@@ -257,7 +265,7 @@ async fn start_up_refuses_missing_or_mismatched_certificates_naming_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), free_port());
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_scim-relay"))
+        common::relay_bin()
             .arg("--config")
             .arg(&config)
             .arg("serve")
