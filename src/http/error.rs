@@ -8,6 +8,11 @@ use crate::store::StoreError;
 
 pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
 
+/// `Retry-After` on a 503 whose sender does not set its own (the concurrency limit does).
+/// Without one an IdP can only guess how long to back off; the 503s that get this one are
+/// storage trouble (a full disk, a restart), gone in seconds to minutes.
+const RETRY_AFTER_SECS: &str = "10";
+
 /// An error leaving a handler; renders as a SCIM error body.
 #[derive(Debug)]
 pub struct ApiError(pub ScimError);
@@ -37,6 +42,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static(SCIM_CONTENT_TYPE),
         );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

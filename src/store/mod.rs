@@ -63,6 +63,18 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot open database {path} for writing: {source}")]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database {path} is read-only: SQLite could not open it for writing")]
+    ReadOnly { path: PathBuf },
+    #[error("no room for writes beside the database in {path}: {source}")]
+    NoRoom {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl StoreError {
@@ -75,6 +87,7 @@ impl StoreError {
                 ScimError::unavailable(format!("storage unavailable: {e}"))
             }
             StoreError::Stopped => ScimError::unavailable("storage is shutting down"),
+            StoreError::NoRoom { .. } => ScimError::unavailable(self.to_string()),
             other => ScimError::internal(format!("storage error: {other}")),
         }
     }
@@ -110,6 +123,7 @@ pub struct Store {
     fanout: std::sync::Arc<Fanout>,
     /// The checkpoint thread runs while any handle to the store exists.
     _alive: std::sync::Arc<()>,
+    headroom: std::sync::Arc<Headroom>,
 }
 
 impl Store {
@@ -129,9 +143,30 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
+        // SQLite opens a file it cannot write read-only without a word, and the first write
+        // then fails inside a migration with an error that names nothing; asking the
+        // filesystem first gives the operator the path and the OS's reason (EROFS, EACCES).
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|source| StoreError::NotWritable {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let mut writer = Connection::open(path).map_err(open_err)?;
+        if writer.is_readonly("main").unwrap_or(true) {
+            return Err(StoreError::ReadOnly {
+                path: path.to_path_buf(),
+            });
+        }
         configure(&writer).map_err(open_err)?;
-        migrations::run(&mut writer)?;
+        migrations::run(&mut writer).map_err(|e| match e {
+            StoreError::Sqlite(source) => open_err(source),
+            other => other,
+        })?;
 
         let (wtx, wrx) = mpsc::channel::<WriteJob>(WRITE_QUEUE);
         thread::Builder::new()
@@ -181,6 +216,7 @@ impl Store {
             tokens,
             fanout,
             _alive: alive,
+            headroom: std::sync::Arc::new(Headroom::beside(path)),
         })
     }
 
@@ -227,13 +263,72 @@ impl Store {
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
-    /// Whether the database takes a write now (for readiness checks).
+    /// Whether the database takes writes now (for readiness checks): a write commits, and
+    /// its filesystem has room for more. The write alone is not enough: on a full disk a
+    /// one-page write still fits in the WAL space SQLite reuses, while every create, which
+    /// must grow the file, is refused.
     pub async fn ping_write(&self) -> Result<(), StoreError> {
         self.write(|conn| {
             conn.execute_batch("UPDATE store_meta SET value = value WHERE key = 'schema'")?;
             Ok(())
         })
-        .await
+        .await?;
+        let headroom = self.headroom.clone();
+        tokio::task::spawn_blocking(move || headroom.check())
+            .await
+            .map_err(|_| StoreError::Stopped)?
+    }
+}
+
+/// Space the readiness check asks the database's filesystem for: several batches of WAL.
+const HEADROOM_BYTES: usize = 1 << 20;
+
+/// Finds out whether the database's filesystem has room, by writing a scratch file beside
+/// it and removing it. Unlike free-space figures this counts what this process may really
+/// use (quotas, blocks reserved for root), with no platform call: ext4, XFS and btrfs
+/// reserve space at `write` and tmpfs allocates it, so a full disk refuses at once. (A
+/// filesystem that allocates only when flushing, like NFS, may pass the check when full;
+/// writes are then still refused with 503.) The file is gone before writeback would reach
+/// it, so a check costs next to no disk I/O.
+struct Headroom {
+    dir: PathBuf,
+    file: PathBuf,
+    /// One check at a time: they share the file.
+    busy: std::sync::Mutex<()>,
+}
+
+impl Headroom {
+    fn beside(db: &Path) -> Headroom {
+        let mut name = db.file_name().unwrap_or_default().to_os_string();
+        name.push("-headroom");
+        Headroom {
+            dir: db.parent().map(Path::to_path_buf).unwrap_or_default(),
+            file: db.with_file_name(name),
+            busy: std::sync::Mutex::new(()),
+        }
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        use std::io::Write;
+        let _one = self
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Incompressible: a filesystem that compresses (btrfs, ZFS) would store zeros in
+        // nothing and so promise room that is not there.
+        let mut chunk = vec![0_u8; 64 * 1024];
+        rand::Rng::fill(&mut rand::rng(), &mut chunk[..]);
+        let written = std::fs::File::create(&self.file).and_then(|mut f| {
+            for _ in 0..HEADROOM_BYTES / chunk.len() {
+                f.write_all(&chunk)?;
+            }
+            Ok(())
+        });
+        let _ = std::fs::remove_file(&self.file);
+        written.map_err(|source| StoreError::NoRoom {
+            path: self.dir.clone(),
+            source,
+        })
     }
 }
 
@@ -259,10 +354,30 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// beside the writer and the readers (PASSIVE never blocks either), so the checkpoint the
 /// writer runs inside a commit has little left to do.
 fn checkpointer(conn: Connection, alive: std::sync::Weak<()>) {
+    // While the disk is full every attempt fails; one line a minute says so without
+    // flooding the log with four a second.
+    let mut failing: Option<(std::time::Instant, u64)> = None;
     while alive.upgrade().is_some() {
         thread::sleep(Duration::from_millis(250));
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => {
+                if let Some((_, failures)) = failing.take() {
+                    tracing::info!(failures, "WAL checkpoints work again");
+                }
+            }
+            Err(e) => match &mut failing {
+                Some((since, failures)) => {
+                    *failures += 1;
+                    if since.elapsed() >= Duration::from_secs(60) {
+                        tracing::warn!(error = %e, failures = *failures, "WAL checkpoints still failing; retrying");
+                        *since = std::time::Instant::now();
+                    }
+                }
+                None => {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                    failing = Some((std::time::Instant::now(), 1));
+                }
+            },
         }
     }
 }
@@ -316,6 +431,13 @@ fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<WriteJob>) {
 }
 
 fn run_batch(conn: &Connection, batch: &mut Vec<WriteJob>) {
+    // A transaction left open by a failed rollback would make every later BEGIN fail, and
+    // with it every write until a restart.
+    if !conn.is_autocommit() {
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "cannot end a transaction left open");
+        }
+    }
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(error = %e, "cannot begin a write transaction");
         let err = e.to_string();
@@ -328,7 +450,16 @@ fn run_batch(conn: &Connection, batch: &mut Vec<WriteJob>) {
     }
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
     let mut panicked = false;
+    let mut vanished = false;
     for job in batch.drain(..) {
+        // On an I/O error, or a full disk while the page cache spills, SQLite rolls the whole
+        // transaction back by itself. A job run after that would autocommit on its own,
+        // outside the batch: stored, yet told it failed when COMMIT finds no transaction.
+        if vanished || conn.is_autocommit() {
+            vanished = true;
+            completions.push(job(None));
+            continue;
+        }
         // A bug in one job must not take the writer thread (and so every later write) down:
         // the batch is rolled back and its callers get an error instead.
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(conn)))) {
@@ -338,9 +469,25 @@ fn run_batch(conn: &Connection, batch: &mut Vec<WriteJob>) {
     }
     let committed = if panicked {
         tracing::error!("a write panicked; its whole batch is rolled back");
-        Err(rusqlite::Error::InvalidQuery)
+        Err(ScimError::internal(
+            "a write in the same batch failed unexpectedly; nothing of this request was stored",
+        ))
+    } else if vanished {
+        tracing::error!(
+            "the database rolled the batch back after an error; nothing in it was stored"
+        );
+        Err(ScimError::unavailable(
+            "storage unavailable: the transaction was rolled back after a storage error",
+        ))
     } else {
-        conn.execute_batch("COMMIT")
+        conn.execute_batch("COMMIT").map_err(|e| {
+            tracing::error!(error = %e, "commit failed; the batch is rolled back");
+            if is_unavailable(&e) {
+                ScimError::unavailable(format!("storage unavailable: {e}"))
+            } else {
+                ScimError::internal(format!("commit failed: {e}"))
+            }
+        })
     };
     match committed {
         Ok(()) => {
@@ -349,18 +496,14 @@ fn run_batch(conn: &Connection, batch: &mut Vec<WriteJob>) {
                 done(Ok(()));
             }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "commit failed; the batch is rolled back");
-            let _ = conn.execute_batch("ROLLBACK");
-            let unavailable = is_unavailable(&e);
-            let msg = e.to_string();
+        Err(err) => {
+            if !conn.is_autocommit() {
+                if let Err(e) = conn.execute_batch("ROLLBACK") {
+                    tracing::error!(error = %e, "cannot roll back the failed batch");
+                }
+            }
             for done in completions {
-                let err = if unavailable {
-                    ScimError::unavailable(format!("storage unavailable: {msg}"))
-                } else {
-                    ScimError::internal(format!("commit failed: {msg}"))
-                };
-                done(Err(StoreError::Scim(err)));
+                done(Err(StoreError::Scim(err.clone())));
             }
         }
     }
@@ -374,4 +517,95 @@ pub fn now_rfc3339() -> String {
     );
     now.format(&fmt)
         .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(r: &Result<(), StoreError>) -> Option<u16> {
+        match r {
+            Err(StoreError::Scim(e)) => Some(e.status),
+            _ => None,
+        }
+    }
+
+    /// SQLite rolls a transaction back by itself on some errors (I/O, a full disk while the
+    /// cache spills); here a write does it by hand. Neither the writes before it in the batch
+    /// nor the ones after may be stored, and all are told so with a 503.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_rolled_back_under_it_stores_nothing_and_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            &dir.path().join("t.db"),
+            1,
+            std::sync::Arc::new(crate::outbox::Fanout::none()),
+        )
+        .expect("store");
+        // Hold the writer so the next writes queue up and are taken as one batch.
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let held = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |_| {
+                        let _ = gate.recv_timeout(Duration::from_secs(10));
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let insert = |key: &'static str| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |conn| {
+                        conn.execute(
+                            "INSERT INTO store_meta (key, value) VALUES (?1, 'x')",
+                            [key],
+                        )?;
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        let before = insert("before");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let culprit = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(|conn| -> Result<(), StoreError> {
+                        conn.execute_batch("ROLLBACK")?;
+                        Err(StoreError::Scim(ScimError::unavailable("disk full")))
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let after = insert("after");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        release.send(()).expect("release");
+
+        assert!(held.await.expect("join").is_ok());
+        let before = before.await.expect("join");
+        let after = after.await.expect("join");
+        assert!(culprit.await.expect("join").is_err());
+        assert_eq!(status(&before), Some(503), "{before:?}");
+        assert_eq!(status(&after), Some(503), "{after:?}");
+        let stored: i64 = store
+            .read(|conn| {
+                Ok(conn.query_row(
+                    "SELECT count(*) FROM store_meta WHERE key IN ('before', 'after')",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .expect("read");
+        assert_eq!(stored, 0, "a write the caller was told failed is stored");
+        // The writer carries on.
+        assert!(insert("later").await.expect("join").is_ok());
+    }
 }
