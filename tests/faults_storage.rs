@@ -44,7 +44,11 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &'static str, mut cmd: Command) -> Proc {
+        // As verbose as the other tests' binaries, for the secret grep; JSON (the config's
+        // format) so that this file can read what the server says.
         let mut child = cmd
+            .env("RUST_LOG", common::logs::LEVEL)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -136,11 +140,18 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Kept for `.ci/secret_grep.sh` with the other spawned binaries' logs.
+        let lines = self.lines();
+        let file = common::logs::dir().join(format!(
+            "faults_storage-{}.bin-{}.stderr.log",
+            std::process::id(),
+            self.pid()
+        ));
+        let mut text = lines.join("\n");
+        text.push('\n');
+        let saved = std::fs::write(&file, text).is_ok();
         if std::thread::panicking() {
-            let lines = self.lines();
             let tail = &lines[lines.len().saturating_sub(40)..];
-            let file = std::env::temp_dir().join(format!("faults_storage-{}.log", self.pid()));
-            let saved = std::fs::write(&file, lines.join("\n")).is_ok();
             eprintln!(
                 "--- last log lines of {} (all {} in {}) ---\n{}",
                 self.name,
@@ -230,6 +241,11 @@ fn dead_port() -> u16 {
 /// Writes the token files and a config with JSON logs, ephemeral listeners, the database at
 /// `db` (relative to `dir`) and one webhook connector aimed at a dead port.
 fn write_config(dir: &Path, db: &str) -> PathBuf {
+    static RECORDED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    RECORDED.get_or_init(|| {
+        common::logs::record_secret("faults-storage-token", TOKEN);
+        common::logs::record_secret("faults-storage-admin-token", ADMIN_TOKEN);
+    });
     std::fs::write(dir.join("token"), TOKEN).expect("token file");
     std::fs::write(dir.join("admin-token"), ADMIN_TOKEN).expect("admin token file");
     let hook = common::webhook_connector(
@@ -806,6 +822,14 @@ async fn disk_full_answers_503_loses_nothing_and_recovers_without_restart() {
         !full_log.iter().any(|l| l.contains("panicked")),
         "a panic while the disk was full"
     );
+    // A WAL that stays stuck would grow until the disk is full again.
+    let said = |m: &str| full_log.iter().any(|l| l.contains(m));
+    if said("WAL checkpoint failed") {
+        assert!(
+            said("WAL checkpoints work again"),
+            "checkpoints did not recover"
+        );
+    }
 
     // Everything acknowledged is served by the running process...
     let listed = list_users(&c, &base).await;
@@ -951,6 +975,8 @@ fn read_only_database_folder_at_start_exits_with_a_clear_message() {
         .output()
         .expect("token create");
     assert!(made.status.success(), "{made:?}");
+    let created = String::from_utf8_lossy(&made.stdout).trim().to_string();
+    common::logs::record_secret("cli-token-create", &created);
     let (status, out) = serve_after(
         "mount --bind \"$1\" \"$1\"\nmount -o remount,bind,ro \"$1\"",
         &db_dir,
