@@ -530,17 +530,18 @@ fn check_database(path: &Path) -> Snapshot {
 // ---------------------------------------------------------------------------------------
 // 1. The disk fills up
 
-/// The namespaced server: a tmpfs of `size` over `db_dir`, then `serve`; when that server
-/// exits, a second one on the same tmpfs (the clean restart), then a `sleep` that keeps the
-/// namespace, and so the tmpfs, alive for a last look at the files. `--kill-child` with a
-/// PID namespace: dropping the `Proc` (killing unshare) kills everything inside.
-fn serve_on_tmpfs(db_dir: &Path, size: &str, config: &Path) -> Proc {
+/// The namespaced server: a tmpfs of `size` over `db_dir`, then `serve` again each time the
+/// server exits (a restart keeps the tmpfs) until `stop` exists, then a `sleep` that keeps
+/// the namespace, and so the tmpfs, alive for a last look at the files. `--kill-child` with
+/// a PID namespace: dropping the `Proc` (killing unshare) kills everything inside.
+fn serve_on_tmpfs(db_dir: &Path, size: &str, config: &Path, stop: &Path) -> Proc {
     let script = r#"set -u
 mount -t tmpfs -o "size=$1" tmpfs "$2" || exit 97
-"$3" --config "$4" serve
-echo "first server exited with $?" >&2
-"$3" --config "$4" serve
-echo "second server exited with $?" >&2
+while [ ! -e "$5" ]; do
+    "$3" --config "$4" serve
+    echo "server exited with $?" >&2
+    sleep 0.1
+done
 exec sleep 600
 "#;
     let mut cmd = Command::new("unshare");
@@ -549,8 +550,35 @@ exec sleep 600
         .args(["sh", "-c", script, "sh", size])
         .arg(db_dir)
         .arg(BIN)
-        .arg(config);
+        .arg(config)
+        .arg(stop);
     Proc::spawn("scim-relay in a namespace", cmd)
+}
+
+/// SIGTERM to the running server; waits until the shell has seen it exit (`n`th time) and
+/// asserts it stopped cleanly.
+async fn stop_server(ns: &Proc, server: u32, n: usize) {
+    signal(server, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let exits: Vec<String> = ns
+            .lines()
+            .into_iter()
+            .filter(|l| l.starts_with("server exited with"))
+            .collect();
+        if let Some(line) = exits.get(n - 1) {
+            assert_eq!(
+                line, "server exited with 0",
+                "server {n} did not stop cleanly"
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server {n} did not stop within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The files in `dir` and their sizes, for the test's output.
@@ -594,18 +622,98 @@ fn fill(dir: &Path, limit: u64) -> PathBuf {
     ballast
 }
 
+/// userName → (id, title, meta.version) of every user whose last write got a 2xx.
+type Seen = BTreeMap<String, (String, String, String)>;
+
+fn ack(acked: &mut Seen, name: &str, a: &Answer) {
+    let id = a.body["id"].as_str().expect("id").to_string();
+    let title = a.body["title"].as_str().expect("title").to_string();
+    acked.insert(name.to_string(), (id, title, version_of(&a.body)));
+}
+
+/// Every acknowledged user is served exactly as acknowledged, and no other.
+async fn assert_served(c: &reqwest::Client, base: &str, acked: &Seen, when: &str) {
+    let listed = list_users(c, base).await;
+    for (name, want) in acked {
+        assert_eq!(listed.get(name), Some(want), "{name} {when}");
+    }
+    assert_eq!(
+        listed.len(),
+        acked.len(),
+        "users nobody was told exist, {when}"
+    );
+}
+
+/// While the disk is full: reads work, readiness says no, liveness says yes, writes are
+/// refused with a proper 503 or (when they happen to fit) acknowledged.
+async fn check_while_full(c: &reqwest::Client, base: &str, acked: &mut Seen, tag: &str) {
+    for (name, (id, title, version)) in acked.iter() {
+        let a = get(c, &format!("{base}/scim/v2/Users/{id}")).await;
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "GET {name} while full: {}",
+            a.body
+        );
+        assert_eq!(a.body["title"], title.as_str());
+        assert_eq!(version_of(&a.body), *version);
+    }
+    let (name, (id, ..)) = acked
+        .iter()
+        .next()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .expect("a user");
+    let filtered = get(
+        c,
+        &format!(
+            "{base}/scim/v2/Users?filter={}",
+            common::q(&format!("userName eq \"{name}\""))
+        ),
+    )
+    .await;
+    assert_eq!(filtered.status, StatusCode::OK, "{}", filtered.body);
+    assert_eq!(filtered.body["totalResults"], 1);
+    let ready = status_of(c, &format!("{base}/readyz")).await;
+    eprintln!("{tag}: readyz {ready:?}");
+    assert_eq!(
+        ready.as_ref().map(|r| r.0),
+        Some(StatusCode::SERVICE_UNAVAILABLE),
+        "{tag}: readyz while the disk is full"
+    );
+    let live = status_of(c, &format!("{base}/healthz")).await;
+    assert_eq!(live.map(|r| r.0), Some(StatusCode::OK));
+    // A change to an existing user, with a large value that cannot fit.
+    let big = "y".repeat(200_000);
+    let p = patch_title(c, base, &id, &big).await.expect("patch");
+    if p.status == StatusCode::OK {
+        ack(acked, &name, &p);
+    } else {
+        assert_storage_503(&p);
+    }
+    let a = create(c, base, &format!("{tag}-big"), json!({"displayName": big}))
+        .await
+        .expect("create");
+    assert_storage_503(&a);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_answers_503_loses_nothing_and_recovers_without_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let db_dir = tmp.path().join("db");
     std::fs::create_dir(&db_dir).expect("db dir");
     let config = write_config(tmp.path(), "db/relay.db");
-    let mut ns = serve_on_tmpfs(&db_dir, "48m", &config);
+    let stop = tmp.path().join("stop");
+    let mut ns = serve_on_tmpfs(&db_dir, "48m", &config, &stop);
     let addr = ns.wait_listening(1, "scim-relay listening", Duration::from_secs(30));
     let base = format!("http://{addr}");
     let server = find_server(ns.pid(), None, Duration::from_secs(5));
-    // The server's view of the database folder: the tmpfs, not the folder we created.
-    let inside = PathBuf::from(format!("/proc/{server}/root")).join(
+    // The namespace's view of the database folder, through its shell (which outlives every
+    // server): the tmpfs, not the folder we created.
+    let holder = children(ns.pid())
+        .first()
+        .map(|c| c.0)
+        .expect("the namespace's shell");
+    let inside = PathBuf::from(format!("/proc/{holder}/root")).join(
         db_dir
             .strip_prefix("/")
             .expect("the temporary folder is absolute"),
@@ -615,8 +723,7 @@ async fn disk_full_answers_503_loses_nothing_and_recovers_without_restart() {
     assert_ne!(dev_inside, dev_outside, "the tmpfs is not mounted");
 
     let c = client();
-    // userName → (id, title, meta.version) for every 2xx.
-    let mut acked: BTreeMap<String, (String, String, String)> = BTreeMap::new();
+    let mut acked = Seen::new();
     let pad = "x".repeat(1500);
     for i in 0..20 {
         let name = format!("before-{i}");
@@ -624,8 +731,7 @@ async fn disk_full_answers_503_loses_nothing_and_recovers_without_restart() {
             .await
             .expect("create");
         assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
-        let id = a.body["id"].as_str().expect("id").to_string();
-        acked.insert(name, (id, "v0".into(), version_of(&a.body)));
+        ack(&mut acked, &name, &a);
     }
     let ready = status_of(&c, &format!("{base}/readyz")).await;
     assert_eq!(ready.map(|r| r.0), Some(StatusCode::OK));
@@ -637,7 +743,7 @@ async fn disk_full_answers_503_loses_nothing_and_recovers_without_restart() {
         .map(|t| {
             let (c, base, pad) = (c.clone(), base.clone(), pad.clone());
             tokio::spawn(async move {
-                let mut created = Vec::new();
+                let mut created = Seen::new();
                 let mut refused = Vec::new();
                 let deadline = Instant::now() + Duration::from_secs(60);
                 for i in 0.. {
@@ -646,10 +752,7 @@ async fn disk_full_answers_503_loses_nothing_and_recovers_without_restart() {
                     }
                     let name = format!("filling-{t}-{i}");
                     match create(&c, &base, &name, json!({"displayName": pad})).await {
-                        Ok(a) if a.status == StatusCode::CREATED => {
-                            let id = a.body["id"].as_str().unwrap_or_default().to_string();
-                            created.push((name, (id, "v0".to_string(), version_of(&a.body))));
-                        }
+                        Ok(a) if a.status == StatusCode::CREATED => ack(&mut created, &name, &a),
                         Ok(a) => {
                             assert_storage_503(&a);
                             refused.push(name);
@@ -680,49 +783,21 @@ async fn disk_full_answers_503_loses_nothing_and_recovers_without_restart() {
         refused.len(),
         full_at.elapsed()
     );
-    let refused_body = create(&c, &base, "refused-sample", json!({}))
+    let sample = create(&c, &base, "refused-sample", json!({}))
         .await
         .expect("create");
-    assert_storage_503(&refused_body);
     eprintln!(
-        "503 answer: Retry-After {:?}, body {}",
-        refused_body.headers.get(reqwest::header::RETRY_AFTER),
-        refused_body.body
+        "503 answer: {} Retry-After {:?}, body {}",
+        sample.status,
+        sample.headers.get(reqwest::header::RETRY_AFTER),
+        sample.body
     );
-
-    // A change to an existing user is refused too, and leaves it as it was.
-    let (first_name, (first_id, _, first_version)) = acked
-        .iter()
-        .next()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .expect("a user");
-    let p = patch_title(&c, &base, &first_id, "v1")
-        .await
-        .expect("patch");
-    assert_storage_503(&p);
-
-    // Reads keep working; readiness says the database cannot take writes; liveness is fine.
-    for (name, (id, title, version)) in &acked {
-        let a = get(&c, &format!("{base}/scim/v2/Users/{id}")).await;
-        assert_eq!(
-            a.status,
-            StatusCode::OK,
-            "GET {name} while full: {}",
-            a.body
-        );
-        assert_eq!(a.body["title"], title.as_str());
-        assert_eq!(version_of(&a.body), *version);
+    if sample.status == StatusCode::CREATED {
+        ack(&mut acked, "refused-sample", &sample);
+    } else {
+        assert_storage_503(&sample);
+        refused.push("refused-sample".into());
     }
-    let filtered = get(
-        &c,
-        &format!(
-            "{base}/scim/v2/Users?filter={}",
-            common::q(&format!("userName eq \"{first_name}\""))
-        ),
-    )
-    .await;
-    assert_eq!(filtered.status, StatusCode::OK, "{}", filtered.body);
-    assert_eq!(filtered.body["totalResults"], 1);
     for name in &refused {
         let a = get(
             &c,
@@ -734,18 +809,19 @@ async fn disk_full_answers_503_loses_nothing_and_recovers_without_restart() {
         .await;
         assert_eq!(a.body["totalResults"], 0, "refused {name} was stored");
     }
-    let ready = status_of(&c, &format!("{base}/readyz")).await;
-    eprintln!("readyz while full: {ready:?}");
-    assert_eq!(
-        ready.as_ref().map(|r| r.0),
-        Some(StatusCode::SERVICE_UNAVAILABLE),
-        "readyz while the disk is full"
-    );
-    let live = status_of(&c, &format!("{base}/healthz")).await;
-    assert_eq!(live.map(|r| r.0), Some(StatusCode::OK));
+    check_while_full(&c, &base, &mut acked, "full").await;
+
+    // A clean stop and a start while the disk is still full: the server comes up, serves
+    // reads, and says it is not ready.
+    stop_server(&ns, server, 1).await;
+    let addr = ns.wait_listening(2, "scim-relay listening", Duration::from_secs(30));
+    let base = format!("http://{addr}");
+    let server = find_server(ns.pid(), Some(server), Duration::from_secs(5));
+    assert_served(&c, &base, &acked, "after a restart on a full disk").await;
+    check_while_full(&c, &base, &mut acked, "restarted while full").await;
+    eprintln!("full: {}", sizes(&inside));
 
     // Space returns: the same process takes writes again.
-    eprintln!("full: {}", sizes(&inside));
     std::fs::remove_file(&ballast).expect("remove ballast");
     let freed = Instant::now();
     let deadline = freed + Duration::from_secs(30);
@@ -753,10 +829,11 @@ async fn disk_full_answers_503_loses_nothing_and_recovers_without_restart() {
     let recovered = loop {
         attempt += 1;
         let name = format!("recovering-{attempt}");
-        let a = create(&c, &base, &name, json!({})).await.expect("create");
+        let a = create(&c, &base, &name, json!({"displayName": pad}))
+            .await
+            .expect("create");
         if a.status == StatusCode::CREATED {
-            let id = a.body["id"].as_str().expect("id").to_string();
-            acked.insert(name, (id, "v0".into(), version_of(&a.body)));
+            ack(&mut acked, &name, &a);
             break freed.elapsed();
         }
         assert_storage_503(&a);
@@ -773,15 +850,17 @@ async fn disk_full_answers_503_loses_nothing_and_recovers_without_restart() {
     eprintln!(
         "recovered: first create after {recovered:?} ({attempt} attempts), readyz 200 after {ready_after:?}"
     );
+    let (first_name, (first_id, _, first_version)) = acked
+        .iter()
+        .next()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .expect("a user");
     let p = patch_title(&c, &base, &first_id, "v1")
         .await
         .expect("patch");
     assert_eq!(p.status, StatusCode::OK, "{}", p.body);
     assert_ne!(version_of(&p.body), first_version);
-    acked.insert(
-        first_name.clone(),
-        (first_id.clone(), "v1".into(), version_of(&p.body)),
-    );
+    ack(&mut acked, &first_name, &p);
     for i in 0..50 {
         let name = format!("after-{i}");
         let a = create(&c, &base, &name, json!({"displayName": pad}))
@@ -794,8 +873,7 @@ async fn disk_full_answers_503_loses_nothing_and_recovers_without_restart() {
             a.body,
             sizes(&inside)
         );
-        let id = a.body["id"].as_str().expect("id").to_string();
-        acked.insert(name, (id, "v0".into(), version_of(&a.body)));
+        ack(&mut acked, &name, &a);
     }
     eprintln!("after recovery: {}", sizes(&inside));
     let full_log: Vec<String> = ns.lines()[log_mark..].to_vec();
@@ -831,84 +909,46 @@ async fn disk_full_answers_503_loses_nothing_and_recovers_without_restart() {
         );
     }
 
-    // Everything acknowledged is served by the running process...
-    let listed = list_users(&c, &base).await;
-    for (name, want) in &acked {
-        assert_eq!(listed.get(name), Some(want), "{name} after recovery");
-    }
-    assert_eq!(listed.len(), acked.len(), "users nobody was told exist");
-
-    // ...and after a clean restart (SIGTERM; the shell starts it again on the same tmpfs).
-    signal(server, "TERM");
-    let addr = ns.wait_listening(2, "scim-relay listening", Duration::from_secs(30));
+    // Everything acknowledged is served by the running process, and after a clean restart.
+    assert_served(&c, &base, &acked, "after recovery").await;
+    stop_server(&ns, server, 2).await;
+    let addr = ns.wait_listening(3, "scim-relay listening", Duration::from_secs(30));
     let base = format!("http://{addr}");
-    assert!(
-        ns.lines().iter().any(|l| l == "first server exited with 0"),
-        "the first server did not stop cleanly:\n{}",
-        ns.lines().join("\n")
-    );
-    let listed = list_users(&c, &base).await;
-    for (name, want) in &acked {
-        assert_eq!(listed.get(name), Some(want), "{name} after restart");
-    }
-    assert_eq!(listed.len(), acked.len());
+    let server = find_server(ns.pid(), Some(server), Duration::from_secs(5));
+    assert_served(&c, &base, &acked, "after a restart").await;
     let a = create(&c, &base, "after-restart", json!({}))
         .await
         .expect("create");
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
-    acked.insert(
-        "after-restart".into(),
-        (
-            a.body["id"].as_str().expect("id").to_string(),
-            "v0".into(),
-            version_of(&a.body),
-        ),
-    );
+    ack(&mut acked, "after-restart", &a);
 
-    // The files, after the second server has stopped too (the namespace lives on in `sleep`).
-    let second = find_server(ns.pid(), Some(server), Duration::from_secs(5));
-    signal(second, "TERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ns
-        .lines()
-        .iter()
-        .any(|l| l == "second server exited with 0")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the second server did not stop cleanly:\n{}",
-            ns.lines().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let holder = children(ns.pid())
-        .first()
-        .map(|c| c.0)
-        .expect("the namespace's shell");
-    let files = PathBuf::from(format!("/proc/{holder}/root")).join(
-        db_dir
-            .strip_prefix("/")
-            .expect("the temporary folder is absolute"),
-    );
+    // The files, once the last server has stopped (the namespace lives on in `sleep`).
+    std::fs::write(&stop, "").expect("stop file");
+    stop_server(&ns, server, 3).await;
     // SQLite resolves symlinks, and `/proc/<pid>/root` is one to *our* root; so the files
     // are copied out (the kernel follows the link into the namespace) and opened there.
-    eprintln!("after the second clean stop: {}", sizes(&files));
+    eprintln!("after the last clean stop: {}", sizes(&inside));
     let copy = tmp.path().join("copy");
     std::fs::create_dir(&copy).expect("copy dir");
     for suffix in ["", "-wal", "-shm"] {
-        let from = files.join(format!("relay.db{suffix}"));
+        let from = inside.join(format!("relay.db{suffix}"));
         if from.exists() {
             std::fs::copy(&from, copy.join(format!("relay.db{suffix}"))).expect("copy");
         }
     }
+    assert!(
+        !inside.join("relay.db-headroom").exists(),
+        "the readiness probe left its file"
+    );
     let snapshot = check_database(&copy.join("relay.db"));
-    for (name, (id, title, _)) in &acked {
+    for (name, (id, title, version)) in &acked {
         let stored = snapshot
             .users
             .get(name)
             .unwrap_or_else(|| panic!("{name} is not in the file"));
         assert_eq!(&stored.id, id);
         assert_eq!(&stored.title, title);
+        assert_eq!(&format!("W/\"{}\"", stored.version), version);
         assert!(snapshot.events.contains_key(id), "{name} has no events");
     }
     assert_eq!(snapshot.users.len(), acked.len());

@@ -216,18 +216,40 @@ fn info_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryInfo> {
 
 impl Store {
     /// Returns deliveries left in flight by a previous run (a crash or kill) to the queue.
+    ///
+    /// When the database cannot take the write (a full disk), this returns 0 instead of an
+    /// error: refusing to start would also stop the reads, and turn the IdP's 503s, which it
+    /// retries, into refused connections. `claim` takes those deliveries back anyway once
+    /// their leases have run out.
     pub async fn release_in_flight(&self) -> Result<usize, StoreError> {
-        self.write(|conn| {
-            Ok(conn.execute(
-                "UPDATE deliveries SET status = 'pending', lease_until = NULL WHERE status = 'in_flight'",
-                [],
-            )?)
-        })
-        .await
+        let released = self
+            .write(|conn| {
+                Ok(conn.execute(
+                    "UPDATE deliveries SET status = 'pending', lease_until = NULL WHERE status = 'in_flight'",
+                    [],
+                )?)
+            })
+            .await;
+        match released {
+            Err(e) if e.to_scim().status == 503 => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot queue deliveries left in flight again now; they are taken back when their leases run out"
+                );
+                Ok(0)
+            }
+            other => other,
+        }
     }
 
     /// Claims up to `limit` due deliveries of a connector, oldest event first, at most one per
     /// resource at a time (a later event waits while an earlier one is pending or in flight).
+    ///
+    /// Deliveries whose lease has run out are taken back first: their outcome was never
+    /// recorded (the disk was full when the attempt ended, or the start-up release could not
+    /// be written), and left in flight they would hold back every later event of their
+    /// resource until a restart. The lease outlasts the request's timeout, so the attempt
+    /// is over; sending it again is the at-least-once a crash gives too.
     pub async fn claim(
         &self,
         connector: &str,
@@ -237,6 +259,19 @@ impl Store {
         let connector = connector.to_string();
         self.write(move |conn| {
             let now = now_ms();
+            let expired = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'pending', lease_until = NULL
+                     WHERE connector = ?1 AND status = 'in_flight' AND lease_until < ?2",
+                )?
+                .execute(params![connector, now])?;
+            if expired > 0 {
+                tracing::warn!(
+                    connector,
+                    expired,
+                    "deliveries whose outcome was never recorded are queued again"
+                );
+            }
             let mut stmt = conn.prepare_cached(
                 "UPDATE deliveries SET status = 'in_flight', lease_until = ?3, attempts = attempts + 1
                  WHERE id IN (
@@ -500,5 +535,49 @@ fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", s.get(..cut).unwrap_or("")),
         None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A delivery whose attempt's outcome was never written (the disk was full) comes back
+    /// once its lease runs out, without a restart, and not before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_whose_lease_ran_out_is_claimed_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            &dir.path().join("t.db"),
+            1,
+            std::sync::Arc::new(crate::outbox::Fanout::none()),
+        )
+        .expect("store");
+        store
+            .write(|conn| {
+                conn.execute_batch(
+                    "INSERT INTO events (seq, id, type, resource_type, resource_id, payload, time)
+                     VALUES (1, 'evt_1', 'user.created', 'User', 'u1', '{}', 't');
+                     INSERT INTO deliveries (id, connector, event_seq, resource_key, status,
+                                             created_at, next_attempt_at)
+                     VALUES ('msg_1', 'hook', 1, 'User/u1', 'pending', 0, 0);",
+                )?;
+                Ok(())
+            })
+            .await
+            .expect("seed");
+        let first = store.claim("hook", 10, 30).await.expect("claim");
+        assert_eq!(first.len(), 1);
+        assert!(store.claim("hook", 10, 30).await.expect("claim").is_empty());
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        let again = store.claim("hook", 10, 60_000).await.expect("claim");
+        assert_eq!(again.len(), 1, "the expired lease was not taken back");
+        assert_eq!(again[0].id, "msg_1");
+        assert_eq!(again[0].attempts, 2);
+        assert!(store
+            .claim("hook", 10, 60_000)
+            .await
+            .expect("claim")
+            .is_empty());
     }
 }
