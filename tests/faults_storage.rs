@@ -1029,7 +1029,7 @@ fn read_only_database_folder_at_start_exits_with_a_clear_message() {
 // 3. SIGKILL while batches are in flight
 
 const CONNECTIONS: usize = 48;
-const ROUNDS: usize = 4;
+const ROUNDS: usize = 6;
 
 #[derive(Clone, Debug)]
 struct Acked {
