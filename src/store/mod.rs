@@ -293,9 +293,14 @@ const HEADROOM_BYTES: usize = 1 << 20;
 struct Headroom {
     dir: PathBuf,
     file: PathBuf,
-    /// One check at a time: they share the file.
-    busy: std::sync::Mutex<()>,
+    /// When the last check found room. One check at a time: they share the file.
+    last_ok: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// A check that found room stands for this long: a probe polled in a tight loop, or
+/// flooded (`/readyz` needs no token), then writes 1 MiB a second at most. A failed check
+/// is not remembered, so room that returns is seen at once.
+const HEADROOM_FRESH: Duration = Duration::from_secs(1);
 
 impl Headroom {
     fn beside(db: &Path) -> Headroom {
@@ -304,16 +309,19 @@ impl Headroom {
         Headroom {
             dir: db.parent().map(Path::to_path_buf).unwrap_or_default(),
             file: db.with_file_name(name),
-            busy: std::sync::Mutex::new(()),
+            last_ok: std::sync::Mutex::new(None),
         }
     }
 
     fn check(&self) -> Result<(), StoreError> {
         use std::io::Write;
-        let _one = self
-            .busy
+        let mut last_ok = self
+            .last_ok
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last_ok.is_some_and(|at| at.elapsed() < HEADROOM_FRESH) {
+            return Ok(());
+        }
         // Incompressible: a filesystem that compresses (btrfs, ZFS) would store zeros in
         // nothing and so promise room that is not there.
         let mut chunk = vec![0_u8; 64 * 1024];
@@ -325,6 +333,7 @@ impl Headroom {
             Ok(())
         });
         let _ = std::fs::remove_file(&self.file);
+        *last_ok = written.is_ok().then(std::time::Instant::now);
         written.map_err(|source| StoreError::NoRoom {
             path: self.dir.clone(),
             source,
@@ -527,6 +536,23 @@ mod tests {
         match r {
             Err(StoreError::Scim(e)) => Some(e.status),
             _ => None,
+        }
+    }
+
+    #[test]
+    fn headroom_is_found_where_a_file_can_be_written_and_not_elsewhere() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("t.db");
+        let room = Headroom::beside(&db);
+        assert!(room.check().is_ok());
+        assert!(
+            !dir.path().join("t.db-headroom").exists(),
+            "probe left behind"
+        );
+        let nowhere = Headroom::beside(&dir.path().join("missing/t.db"));
+        match nowhere.check() {
+            Err(StoreError::NoRoom { path, .. }) => assert!(path.ends_with("missing")),
+            other => panic!("{other:?}"),
         }
     }
 
