@@ -323,8 +323,22 @@ async fn patch_title(
     id: &str,
     title: &str,
 ) -> Result<Answer, String> {
-    let body = json!({"schemas": [PATCH_SCHEMA],
-        "Operations": [{"op": "replace", "path": "title", "value": title}]});
+    patch(c, base, id, title, None).await
+}
+
+/// A PATCH of the title and, given one, the displayName.
+async fn patch(
+    c: &reqwest::Client,
+    base: &str,
+    id: &str,
+    title: &str,
+    display_name: Option<&str>,
+) -> Result<Answer, String> {
+    let mut ops = vec![json!({"op": "replace", "path": "title", "value": title})];
+    if let Some(d) = display_name {
+        ops.push(json!({"op": "replace", "path": "displayName", "value": d}));
+    }
+    let body = json!({"schemas": [PATCH_SCHEMA], "Operations": ops});
     answer(
         c.patch(format!("{base}/scim/v2/Users/{id}"))
             .bearer_auth(TOKEN)
@@ -689,18 +703,112 @@ async fn check_while_full(c: &reqwest::Client, base: &str, acked: &mut Seen, tag
     eprintln!("{tag}: readyz {ready:?} after {:?}", asked.elapsed());
     let live = status_of(c, &format!("{base}/healthz")).await;
     assert_eq!(live.map(|r| r.0), Some(StatusCode::OK));
-    // A change to an existing user, with a large value that cannot fit.
+    // A change to an existing user, and then large creates: refused, or (when they happen to
+    // fit in WAL space SQLite reuses) acknowledged, but never anything else, and at last
+    // refused.
     let big = "y".repeat(200_000);
-    let p = patch_title(c, base, &id, &big).await.expect("patch");
+    let title = next_title(&acked[&name].1);
+    let p = patch(c, base, &id, &title, Some(&big))
+        .await
+        .expect("patch");
     if p.status == StatusCode::OK {
         ack(acked, &name, &p);
     } else {
         assert_storage_503(&p);
     }
-    let a = create(c, base, &format!("{tag}-big"), json!({"displayName": big}))
+    for i in 0..50 {
+        let name = format!("{tag}-big-{i}");
+        let a = create(c, base, &name, json!({"displayName": big}))
+            .await
+            .expect("create");
+        if a.status == StatusCode::CREATED {
+            ack(acked, &name, &a);
+        } else {
+            assert_storage_503(&a);
+            return;
+        }
+    }
+    panic!("{tag}: 50 creates of 200 kB each fitted on a full disk");
+}
+
+/// The title after `title` ("v3" → "v4"): every acknowledged PATCH moves it on by one, so
+/// the file can be checked against it (`check_database`).
+fn next_title(title: &str) -> String {
+    let n: u32 = title[1..].parse().expect("a title vN");
+    format!("v{}", n + 1)
+}
+
+/// Removes the ballast and waits for the same process to take writes and say it is ready;
+/// then a PATCH and 50 creates must all succeed.
+async fn recover(
+    c: &reqwest::Client,
+    base: &str,
+    acked: &mut Seen,
+    ballast: &Path,
+    inside: &Path,
+    tag: &str,
+) {
+    let pad = "x".repeat(1500);
+    std::fs::remove_file(ballast).expect("remove ballast");
+    let freed = Instant::now();
+    let deadline = freed + Duration::from_secs(30);
+    let mut attempt = 0;
+    let recovered = loop {
+        attempt += 1;
+        let name = format!("{tag}-recovering-{attempt}");
+        let a = create(c, base, &name, json!({"displayName": pad}))
+            .await
+            .expect("create");
+        if a.status == StatusCode::CREATED {
+            ack(acked, &name, &a);
+            break freed.elapsed();
+        }
+        assert_storage_503(&a);
+        assert!(
+            Instant::now() < deadline,
+            "{tag}: writes did not recover in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let ready_after = loop {
+        if status_of(c, &format!("{base}/readyz")).await.map(|r| r.0) == Some(StatusCode::OK) {
+            break freed.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{tag}: readyz did not recover in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "{tag}: space freed; first create 201 after {recovered:?} ({attempt} attempts), readyz 200 after {ready_after:?}"
+    );
+    let (name, (id, title, version)) = acked
+        .iter()
+        .next()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .expect("a user");
+    let p = patch(c, base, &id, &next_title(&title), None)
         .await
-        .expect("create");
-    assert_storage_503(&a);
+        .expect("patch");
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert_ne!(version_of(&p.body), version);
+    ack(acked, &name, &p);
+    for i in 0..50 {
+        let name = format!("{tag}-after-{i}");
+        let a = create(c, base, &name, json!({"displayName": pad}))
+            .await
+            .expect("create");
+        assert_eq!(
+            a.status,
+            StatusCode::CREATED,
+            "{name}: {} ({})",
+            a.body,
+            sizes(inside)
+        );
+        ack(acked, &name, &a);
+    }
+    eprintln!("{tag}: after recovery: {}", sizes(inside));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -818,8 +926,14 @@ async fn disk_full_answers_503_loses_nothing_and_recovers_without_restart() {
     }
     check_while_full(&c, &base, &mut acked, "full").await;
 
-    // A clean stop and a start while the disk is still full: the server comes up, serves
-    // reads, and says it is not ready.
+    // Space returns: the process that lived through it takes writes again.
+    recover(&c, &base, &mut acked, &ballast, &inside, "first server").await;
+
+    // Full again, then a clean stop and a start while the disk is still full: the new
+    // process comes up, serves reads, refuses writes, says it is not ready, and recovers
+    // in its turn when space returns.
+    let ballast = fill(&inside, 128 << 20);
+    check_while_full(&c, &base, &mut acked, "full again").await;
     stop_server(&ns, server, 1).await;
     let addr = ns.wait_listening(2, "scim-relay listening", Duration::from_secs(30));
     let base = format!("http://{addr}");
@@ -827,62 +941,8 @@ async fn disk_full_answers_503_loses_nothing_and_recovers_without_restart() {
     assert_served(&c, &base, &acked, "after a restart on a full disk").await;
     check_while_full(&c, &base, &mut acked, "restarted while full").await;
     eprintln!("full: {}", sizes(&inside));
+    recover(&c, &base, &mut acked, &ballast, &inside, "restarted server").await;
 
-    // Space returns: the same process takes writes again.
-    std::fs::remove_file(&ballast).expect("remove ballast");
-    let freed = Instant::now();
-    let deadline = freed + Duration::from_secs(30);
-    let mut attempt = 0;
-    let recovered = loop {
-        attempt += 1;
-        let name = format!("recovering-{attempt}");
-        let a = create(&c, &base, &name, json!({"displayName": pad}))
-            .await
-            .expect("create");
-        if a.status == StatusCode::CREATED {
-            ack(&mut acked, &name, &a);
-            break freed.elapsed();
-        }
-        assert_storage_503(&a);
-        assert!(Instant::now() < deadline, "writes did not recover in 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let ready_after = loop {
-        if status_of(&c, &format!("{base}/readyz")).await.map(|r| r.0) == Some(StatusCode::OK) {
-            break freed.elapsed();
-        }
-        assert!(Instant::now() < deadline, "readyz did not recover in 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    eprintln!(
-        "recovered: first create after {recovered:?} ({attempt} attempts), readyz 200 after {ready_after:?}"
-    );
-    let (first_name, (first_id, _, first_version)) = acked
-        .iter()
-        .next()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .expect("a user");
-    let p = patch_title(&c, &base, &first_id, "v1")
-        .await
-        .expect("patch");
-    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
-    assert_ne!(version_of(&p.body), first_version);
-    ack(&mut acked, &first_name, &p);
-    for i in 0..50 {
-        let name = format!("after-{i}");
-        let a = create(&c, &base, &name, json!({"displayName": pad}))
-            .await
-            .expect("create");
-        assert_eq!(
-            a.status,
-            StatusCode::CREATED,
-            "{name}: {} ({})",
-            a.body,
-            sizes(&inside)
-        );
-        ack(&mut acked, &name, &a);
-    }
-    eprintln!("after recovery: {}", sizes(&inside));
     let full_log: Vec<String> = ns.lines()[log_mark..].to_vec();
     eprintln!(
         "{} log lines from filling to recovery; distinct messages:",
