@@ -469,6 +469,8 @@ fn run_batch(conn: &Connection, batch: &mut Vec<WriteJob>) {
             Err(_) => panicked = true,
         }
     }
+    // The job that caused it may have been the batch's last.
+    vanished = vanished || (!panicked && conn.is_autocommit());
     let committed = if panicked {
         tracing::error!("a write panicked; its whole batch is rolled back");
         Err(ScimError::internal(
@@ -552,8 +554,8 @@ mod tests {
     }
 
     /// SQLite rolls a transaction back by itself on some errors (I/O, a full disk while the
-    /// cache spills); here a write does it by hand. Neither the writes before it in the batch
-    /// nor the ones after may be stored, and all are told so with a 503.
+    /// cache spills); here a write does it by hand, in the middle of a batch and at its end.
+    /// None of the batch's writes may be stored, and all are told so with a 503.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_rolled_back_under_it_stores_nothing_and_says_so() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -563,70 +565,85 @@ mod tests {
             std::sync::Arc::new(crate::outbox::Fanout::none()),
         )
         .expect("store");
-        // Hold the writer so the next writes queue up and are taken as one batch.
-        let (release, gate) = std::sync::mpsc::channel::<()>();
-        let held = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .write(move |_| {
-                        let _ = gate.recv_timeout(Duration::from_secs(10));
-                        Ok(())
-                    })
-                    .await
+        for culprit_last in [false, true] {
+            // Hold the writer so the next writes queue up, in order, and make one batch.
+            let (release, gate) = std::sync::mpsc::channel::<()>();
+            let held = tokio::spawn({
+                let store = store.clone();
+                async move {
+                    store
+                        .write(move |_| {
+                            let _ = gate.recv_timeout(Duration::from_secs(10));
+                            Ok(())
+                        })
+                        .await
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let order: &[Option<&str>] = if culprit_last {
+                &[Some("one"), Some("two"), None]
+            } else {
+                &[Some("one"), None, Some("two")]
+            };
+            let mut inserts = Vec::new();
+            let mut culprit = None;
+            for step in order {
+                let store = store.clone();
+                match step {
+                    Some(key) => {
+                        let key = format!("{key}-{culprit_last}");
+                        inserts.push(tokio::spawn(async move {
+                            store
+                                .write(move |conn| {
+                                    conn.execute(
+                                        "INSERT INTO store_meta (key, value) VALUES (?1, 'x')",
+                                        [key],
+                                    )?;
+                                    Ok(())
+                                })
+                                .await
+                        }))
+                    }
+                    None => {
+                        culprit = Some(tokio::spawn(async move {
+                            store
+                                .write(|conn| -> Result<(), StoreError> {
+                                    conn.execute_batch("ROLLBACK")?;
+                                    Err(StoreError::Scim(ScimError::unavailable("disk full")))
+                                })
+                                .await
+                        }))
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let insert = |key: &'static str| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .write(move |conn| {
-                        conn.execute(
-                            "INSERT INTO store_meta (key, value) VALUES (?1, 'x')",
-                            [key],
-                        )?;
-                        Ok(())
-                    })
-                    .await
-            })
-        };
-        let before = insert("before");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let culprit = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .write(|conn| -> Result<(), StoreError> {
-                        conn.execute_batch("ROLLBACK")?;
-                        Err(StoreError::Scim(ScimError::unavailable("disk full")))
-                    })
-                    .await
+            release.send(()).expect("release");
+            assert!(held.await.expect("join").is_ok());
+            let culprit = culprit.expect("a culprit");
+            assert!(culprit.await.expect("join").is_err());
+            for insert in inserts {
+                let r = insert.await.expect("join");
+                assert_eq!(status(&r), Some(503), "culprit last {culprit_last}: {r:?}");
             }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let after = insert("after");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        release.send(()).expect("release");
-
-        assert!(held.await.expect("join").is_ok());
-        let before = before.await.expect("join");
-        let after = after.await.expect("join");
-        assert!(culprit.await.expect("join").is_err());
-        assert_eq!(status(&before), Some(503), "{before:?}");
-        assert_eq!(status(&after), Some(503), "{after:?}");
-        let stored: i64 = store
-            .read(|conn| {
-                Ok(conn.query_row(
-                    "SELECT count(*) FROM store_meta WHERE key IN ('before', 'after')",
-                    [],
-                    |r| r.get(0),
-                )?)
-            })
-            .await
-            .expect("read");
-        assert_eq!(stored, 0, "a write the caller was told failed is stored");
+            let stored: i64 = store
+                .read(move |conn| {
+                    Ok(conn.query_row(
+                        "SELECT count(*) FROM store_meta WHERE key LIKE ?1",
+                        [format!("%-{culprit_last}")],
+                        |r| r.get(0),
+                    )?)
+                })
+                .await
+                .expect("read");
+            assert_eq!(stored, 0, "a write the caller was told failed is stored");
+        }
         // The writer carries on.
-        assert!(insert("later").await.expect("join").is_ok());
+        let later = store
+            .write(|conn| {
+                conn.execute_batch("INSERT INTO store_meta (key, value) VALUES ('later', 'x')")?;
+                Ok(())
+            })
+            .await;
+        assert!(later.is_ok(), "{later:?}");
     }
 }
