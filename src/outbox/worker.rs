@@ -329,7 +329,8 @@ async fn attempt(store: &Store, connector: &Connector, circuit: &Mutex<Circuit>,
         }
     };
     if let Err(e) = recorded {
-        // The delivery stays in flight in the database and is sent again after a restart.
+        // The delivery stays in flight in the database; `claim` takes it back once its lease
+        // runs out (or a restart releases it) and sends it again.
         tracing::error!(connector = name, delivery = %d.id, request_id = rid, error = %e, "cannot record a delivery outcome");
     }
     metrics().delivery_attempt(name, logged, elapsed);
