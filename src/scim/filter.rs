@@ -13,7 +13,8 @@ use serde_json::{Map, Number, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::scim::{ScimError, GROUP_SCHEMA, USER_SCHEMA};
+use crate::scim::schema::{self, AttrType};
+use crate::scim::{ResourceKind, ScimError, GROUP_SCHEMA, USER_SCHEMA};
 
 /// An attribute reference: `userName`, `name.givenName`, `emails.value`,
 /// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber`,
@@ -799,7 +800,9 @@ impl Filter {
     /// * Strings compare case-insensitively unless `case_exact(path)` says otherwise. Inside a
     ///   value filter the callback gets the qualified path: `emails[type eq "work"]` asks about
     ///   `emails.type`. Strings that both parse as RFC 3339 date-times compare as instants for
-    ///   `eq`/`ne`/`gt`/`ge`/`lt`/`le` (fractional seconds and offsets break plain text order).
+    ///   `eq`/`ne`/`gt`/`ge`/`lt`/`le` (fractional seconds and offsets break plain text order)
+    ///   when the attribute is a dateTime or one no schema defines; text attributes such as
+    ///   `userName` compare as text.
     /// * Numbers compare numerically, booleans only with `eq`/`ne`; mismatched types never
     ///   match.
     /// * `eq null` matches an absent or null attribute.
@@ -820,17 +823,30 @@ impl Filter {
         match self {
             Filter::Present(path) => lookup(resource, path).into_iter().any(is_present),
             Filter::Compare(path, op, lit) => {
-                // Only strings care about case; skip building the qualified path otherwise.
-                let exact = lit.is_string()
-                    && match outer {
-                        None => case_exact(path),
-                        Some(outer) => case_exact(&AttrPath {
-                            urn: outer.urn.clone(),
-                            name: outer.name.clone(),
-                            sub: Some(path.name.clone()),
-                        }),
-                    };
-                compare_path(resource, path, *op, lit, exact)
+                // Only strings care about case and instants; skip building the qualified
+                // path otherwise.
+                let (exact, instants) = match lit.as_str() {
+                    None => (false, false),
+                    Some(text) => {
+                        let qualified;
+                        let attr = match outer {
+                            None => path,
+                            Some(outer) => {
+                                qualified = AttrPath {
+                                    urn: outer.urn.clone(),
+                                    name: outer.name.clone(),
+                                    sub: Some(path.name.clone()),
+                                };
+                                &qualified
+                            }
+                        };
+                        (
+                            case_exact(attr),
+                            looks_like_date(text) && may_hold_datetimes(attr),
+                        )
+                    }
+                };
+                compare_path(resource, path, *op, lit, exact, instants)
             }
             Filter::And(l, r) => {
                 l.eval(resource, outer, case_exact) && r.eval(resource, outer, case_exact)
@@ -983,12 +999,27 @@ impl<'s> Target<'s> {
     }
 }
 
+/// Whether strings of this attribute may compare as instants: its schema type is dateTime
+/// (`meta.lastModified`), or no schema knows it (a custom attribute may hold date-times).
+/// Attributes the schemas define as text (`userName`, `externalId`, `emails.value`) compare
+/// as text, as RFC 7644 asks and as the store's indexes do: `userName eq
+/// "2011-05-13T04:42:34.000Z"` must not find a user named "2011-05-13T04:42:34Z".
+fn may_hold_datetimes(attr: &AttrPath) -> bool {
+    [ResourceKind::User, ResourceKind::Group]
+        .into_iter()
+        .filter_map(|kind| schema::attr_def(kind, attr))
+        .all(|def| def.ty == AttrType::DateTime)
+}
+
+/// `exact`: strings compare case-sensitively; `instants`: strings that both parse as RFC
+/// 3339 date-times compare as instants (see [`may_hold_datetimes`]).
 fn compare_path(
     resource: &Value,
     path: &AttrPath,
     op: CompareOp,
     lit: &Literal,
     exact: bool,
+    instants: bool,
 ) -> bool {
     let mut values = Vec::new();
     for value in lookup(resource, path) {
@@ -1002,26 +1033,28 @@ fn compare_path(
         }
     }
     match op {
-        CompareOp::Eq => equals_any(&values, lit, exact),
-        CompareOp::Ne => !equals_any(&values, lit, exact),
-        _ => values.iter().any(|v| compare_one(v, op, lit, exact)),
+        CompareOp::Eq => equals_any(&values, lit, exact, instants),
+        CompareOp::Ne => !equals_any(&values, lit, exact, instants),
+        _ => values
+            .iter()
+            .any(|v| compare_one(v, op, lit, exact, instants)),
     }
 }
 
-fn equals_any(values: &[&Value], lit: &Literal, exact: bool) -> bool {
+fn equals_any(values: &[&Value], lit: &Literal, exact: bool, instants: bool) -> bool {
     if lit.is_null() {
         // RFC 7643 §2.5: unassigned, null and empty array are the same state.
         values.iter().all(|v| v.is_null())
     } else {
         values
             .iter()
-            .any(|v| compare_one(v, CompareOp::Eq, lit, exact))
+            .any(|v| compare_one(v, CompareOp::Eq, lit, exact, instants))
     }
 }
 
-fn compare_one(value: &Value, op: CompareOp, lit: &Literal, exact: bool) -> bool {
+fn compare_one(value: &Value, op: CompareOp, lit: &Literal, exact: bool, instants: bool) -> bool {
     match (value, lit) {
-        (Value::String(a), Value::String(b)) => compare_strings(a, b, op, exact),
+        (Value::String(a), Value::String(b)) => compare_strings(a, b, op, exact, instants),
         (Value::Number(a), Value::Number(b)) => {
             compare_numbers(a, b).is_some_and(|ord| ordering_satisfies(op, ord))
         }
@@ -1046,8 +1079,8 @@ fn ordering_satisfies(op: CompareOp, ord: Ordering) -> bool {
     }
 }
 
-fn compare_strings(a: &str, b: &str, op: CompareOp, exact: bool) -> bool {
-    if !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew) {
+fn compare_strings(a: &str, b: &str, op: CompareOp, exact: bool, instants: bool) -> bool {
+    if instants && !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew) {
         if let Some(ord) = compare_datetimes(a, b) {
             return ordering_satisfies(op, ord);
         }
@@ -1065,12 +1098,14 @@ fn compare_strings(a: &str, b: &str, op: CompareOp, exact: bool) -> bool {
     }
 }
 
+/// Cheap shape check first so ordinary strings never pay for a parse attempt (or, for a
+/// literal, a schema lookup).
+fn looks_like_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 20 && b.iter().take(4).all(u8::is_ascii_digit) && b.get(4) == Some(&b'-')
+}
+
 fn compare_datetimes(a: &str, b: &str) -> Option<Ordering> {
-    // Cheap shape check first so ordinary strings never pay for a parse attempt.
-    fn looks_like_date(s: &str) -> bool {
-        let b = s.as_bytes();
-        b.len() >= 20 && b.iter().take(4).all(u8::is_ascii_digit) && b.get(4) == Some(&b'-')
-    }
     if !looks_like_date(a) || !looks_like_date(b) {
         return None;
     }

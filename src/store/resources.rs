@@ -409,13 +409,22 @@ fn index_candidates(
     };
     let column = index.column;
     Some(if prefix {
-        // Every string that starts with `key` sorts in [key, key + U+10FFFF).
-        read_rows(
-            conn,
-            kind,
-            &format!("WHERE {column} >= ?1 AND {column} < ?1 || char(1114111) ORDER BY rowid"),
-            [key],
-        )
+        // Every string that starts with `key` sorts in [key, successor), and nothing else
+        // does. (`key || char(1114111)` is no bound: "k" + U+10FFFF + "x" sorts above it.)
+        match prefix_successor(&key) {
+            Some(upper) => read_rows(
+                conn,
+                kind,
+                &format!("WHERE {column} >= ?1 AND {column} < ?2 ORDER BY rowid"),
+                [key, upper],
+            ),
+            None => read_rows(
+                conn,
+                kind,
+                &format!("WHERE {column} >= ?1 ORDER BY rowid"),
+                [key],
+            ),
+        }
     } else {
         read_rows(
             conn,
@@ -424,6 +433,26 @@ fn index_candidates(
             [key],
         )
     })
+}
+
+/// The least string above every string that starts with `prefix`: the prefix with its last
+/// character incremented, dropping trailing U+10FFFF (which has no successor). `None` when
+/// nothing is left, i.e. every string from `prefix` up starts with it. SQLite's binary
+/// collation orders UTF-8 text by code point, so the range matches exactly the prefix.
+fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match u32::from(last) {
+            // Surrogates are no chars: the successor of U+D7FF is U+E000.
+            0xD7FF => Some('\u{E000}'),
+            code => char::from_u32(code + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 fn list(conn: &Connection, kind: ResourceKind, q: &ListQuery) -> Result<Page, StoreError> {
