@@ -1,14 +1,18 @@
 //! Filter and PATCH-path grammar: arbitrary text into `parse_filter`, `parse_path` and
 //! `parse_attr_path`. Whatever parses must print back (`Display`) to text that parses to the
-//! same tree, and evaluating it, or asking the store's index helpers about it, must not
-//! panic. Whatever does not parse must say where, within the input.
+//! same tree; evaluating it on sample resources (and on a resource the input may carry after
+//! a NUL byte) must not panic, `not` must flip the answer, and every resource it matches
+//! must be one the store's index narrowing would keep. Whatever does not parse must say
+//! where, within the input.
 
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use scim_relay::scim::filter::{parse_attr_path, parse_filter, parse_path, AttrPath, Filter};
+use scim_relay::scim::filter::{
+    lookup, parse_attr_path, parse_filter, parse_path, AttrPath, Filter,
+};
 use scim_relay::scim::{schema, ResourceKind};
 use serde_json::{json, Value};
 
@@ -73,16 +77,64 @@ fn samples() -> &'static [(ResourceKind, Value)] {
     })
 }
 
-/// The attribute lists the store hands the index helpers.
-const INDEXED: &[&str] = &[
-    "userName",
-    "externalId",
-    "displayName",
-    "members.value",
-    "emails.value",
-];
+/// The store's indexes per kind: the attribute as the index helpers name it, and whether
+/// the indexed column holds the value lowercased (`USER_INDEXES` / `GROUP_INDEXES` in
+/// src/store/resources.rs).
+fn indexes(kind: ResourceKind) -> &'static [(&'static str, bool)] {
+    match kind {
+        ResourceKind::User => &[("id", false), ("userName", true), ("externalId", false)],
+        ResourceKind::Group => &[("id", false), ("displayName", true), ("externalId", false)],
+    }
+}
 
-fn check_filter(input: &str, filter: Filter) {
+/// The store narrows a filtered list to the rows an `eq` (else `sw`) conjunct finds in an
+/// index, then evaluates the whole filter on those. That is only right if every resource
+/// the filter matches is among them.
+fn check_index_narrowing(filter: &Filter, kind: ResourceKind, resource: &Value, matched: bool) {
+    if !matched {
+        return;
+    }
+    let table = indexes(kind);
+    let names: Vec<&str> = table.iter().map(|(name, _)| *name).collect();
+    let (attr, literal, prefix) = match filter.indexable_conjunct(&names) {
+        Some((attr, lit)) => (attr, lit, false),
+        None => match filter.indexable_prefix(&names) {
+            Some((attr, lit)) => (attr, lit, true),
+            None => return,
+        },
+    };
+    let Some((name, lowercased)) = table.iter().find(|(n, _)| n.eq_ignore_ascii_case(&attr)) else {
+        panic!("index helper named {attr:?}, which is not one of {names:?}");
+    };
+    let Some(literal) = literal.as_str() else {
+        return;
+    };
+    // The store holds one string per row; a resource with anything else cannot be stored.
+    let values = lookup(resource, &AttrPath::new(*name));
+    let [Value::String(stored)] = values.as_slice() else {
+        return;
+    };
+    let fold = |s: &str| {
+        if *lowercased {
+            s.to_lowercase()
+        } else {
+            s.to_string()
+        }
+    };
+    let (stored, key) = (fold(stored), fold(literal));
+    let found = if prefix {
+        stored.starts_with(&key)
+    } else {
+        stored == key
+    };
+    assert!(
+        found,
+        "{filter} matches {resource} but the {name} index (key {key:?}, prefix: {prefix}) \
+         would not return it"
+    );
+}
+
+fn check_filter(input: &str, filter: Filter, extra: Option<&Value>) {
     let printed = filter.to_string();
     match parse_filter(&printed) {
         Ok(again) => {
@@ -98,33 +150,43 @@ fn check_filter(input: &str, filter: Filter) {
         }
         Err(e) => panic!("{input:?} printed as {printed:?}, which does not parse: {e}"),
     }
-    for (kind, resource) in samples() {
-        let kind = *kind;
-        let a = filter.matches(resource, &|p: &AttrPath| schema::case_exact(kind, p));
+    let extra = extra
+        .into_iter()
+        .flat_map(|r| [(ResourceKind::User, r), (ResourceKind::Group, r)]);
+    for (kind, resource) in samples().iter().map(|(k, r)| (*k, r)).chain(extra) {
+        let matched = filter.matches(resource, &|p: &AttrPath| schema::case_exact(kind, p));
         // Case-exact everywhere takes the other string comparison branch.
         let _ = filter.matches(resource, &|_: &AttrPath| true);
         // `ne` is defined as `not (eq)`, so negation must flip the answer exactly.
         let negated = Filter::Not(Box::new(filter.clone()));
         assert_eq!(
             negated.matches(resource, &|p: &AttrPath| schema::case_exact(kind, p)),
-            !a
+            !matched
         );
+        check_index_narrowing(&filter, kind, resource, matched);
     }
     let _ = filter.equality_literals("userName");
     let _ = filter.equality_literals("members.value");
-    let _ = filter.indexable_conjunct(INDEXED);
-    let _ = filter.indexable_prefix(INDEXED);
     let _ = filter.eq_conjuncts();
 }
 
+// An input is filter text, optionally followed by a NUL byte and a JSON resource to
+// evaluate it on besides the samples.
 fuzz_target!(|data: &[u8]| {
-    let Ok(input) = std::str::from_utf8(data) else {
+    let (text, resource) = match data.iter().position(|b| *b == 0) {
+        Some(i) => (
+            &data[..i],
+            serde_json::from_slice::<Value>(&data[i + 1..]).ok(),
+        ),
+        None => (data, None),
+    };
+    let Ok(input) = std::str::from_utf8(text) else {
         return;
     };
     let chars = input.chars().count();
 
     match parse_filter(input) {
-        Ok(filter) => check_filter(input, filter),
+        Ok(filter) => check_filter(input, filter, resource.as_ref()),
         Err(e) => assert!(e.position <= chars, "{input:?}: error past the end: {e:?}"),
     }
 
@@ -136,7 +198,7 @@ fuzz_target!(|data: &[u8]| {
                 Err(e) => panic!("{input:?} printed as {printed:?}, which does not parse: {e}"),
             }
             if let Some(filter) = path.filter {
-                check_filter(input, filter);
+                check_filter(input, filter, resource.as_ref());
             }
         }
         Err(e) => assert!(e.position <= chars, "{input:?}: error past the end: {e:?}"),
