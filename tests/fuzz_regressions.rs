@@ -139,3 +139,39 @@ async fn user_name_that_looks_like_a_date_compares_as_text() {
         r#"meta.lastModified gt "2011-05-13T04:42:33.999Z""#
     ));
 }
+
+/// fuzz/corpus/request/regression-path-id-not-utf8: an `{id}` segment that is not UTF-8
+/// once percent-decoded was refused by axum's extractor with a plain-text body ("Invalid URL:
+/// Invalid UTF-8 in `id`"), the only error under the SCIM base path that was no SCIM error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_that_is_not_utf8_gets_a_scim_error() {
+    let server = TestServer::start().await;
+    for (method, path) in [
+        (Method::GET, "/Users/%FF"),
+        (Method::DELETE, "/Users/%FF"),
+        (Method::GET, "/Groups/%C0%AF"),
+        (Method::GET, "/Schemas/%FF"),
+        (Method::GET, "/ResourceTypes/%FF"),
+    ] {
+        let reply = server.call(method.clone(), path, None).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{method} {path}");
+        assert_eq!(
+            reply.headers["content-type"], "application/scim+json",
+            "{method} {path}"
+        );
+        common::assert_scim_error(&reply.body, "400", None);
+    }
+    let reply = server
+        .call(
+            Method::PATCH,
+            "/Users/%FF",
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "active", "value": false}]
+            })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    common::assert_scim_error(&reply.body, "400", None);
+    server.stop().await;
+}

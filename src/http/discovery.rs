@@ -1,11 +1,12 @@
 //! Discovery endpoints (RFC 7644 §4): what this server supports, stated exactly.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::error::{ApiError, SCIM_CONTENT_TYPE};
+use super::resources::Id;
 use super::AppState;
 use crate::scim::schema::{all_schemas, schema_json};
 use crate::scim::{
@@ -101,7 +102,7 @@ pub async fn resource_types(State(state): State<AppState>) -> Response {
     )
 }
 
-pub async fn resource_type(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn resource_type(State(state): State<AppState>, Id(id): Id) -> Response {
     [ResourceKind::User, ResourceKind::Group]
         .into_iter()
         .find(|k| k.name().eq_ignore_ascii_case(&id))
@@ -120,7 +121,7 @@ pub async fn schemas(State(state): State<AppState>) -> Response {
     )
 }
 
-pub async fn schema(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn schema(State(state): State<AppState>, Id(id): Id) -> Response {
     all_schemas()
         .iter()
         .find(|s| s.id.eq_ignore_ascii_case(&id))

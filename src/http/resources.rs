@@ -1,7 +1,8 @@
 //! Handlers for `/Users` and `/Groups`: one set, parameterised by resource kind.
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
@@ -19,6 +20,25 @@ use crate::scim::{ResourceKind, ScimError, LIST_RESPONSE_SCHEMA};
 use crate::store::ListQuery;
 
 type ApiResult = Result<Response, ApiError>;
+
+/// The `{id}` path segment. Axum's own rejection (an id that is not UTF-8 once
+/// percent-decoded, such as `/Users/%FF`) is a plain-text body; SCIM clients get a SCIM error.
+pub struct Id(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(Id(id)),
+            Err(rejection) => Err(ApiError(ScimError::new(
+                rejection.status().as_u16(),
+                None,
+                rejection.body_text(),
+            ))),
+        }
+    }
+}
 
 /// Query parameters as pairs; SCIM parameter names are matched case-insensitively.
 struct Params(Vec<(String, String)>);
@@ -273,7 +293,7 @@ async fn run_list(state: &AppState, kinds: &[ResourceKind], p: ListParams) -> Ap
 pub async fn get_one(
     State(state): State<AppState>,
     kind: ResourceKind,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult {
@@ -324,7 +344,7 @@ pub async fn create(
 pub async fn replace(
     State(state): State<AppState>,
     kind: ResourceKind,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Body,
@@ -383,7 +403,7 @@ fn check_body_id(input: &Value, id: &str) -> Result<(), ScimError> {
 pub async fn patch(
     State(state): State<AppState>,
     kind: ResourceKind,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Body,
@@ -420,7 +440,7 @@ pub async fn patch(
 pub async fn delete(
     State(state): State<AppState>,
     kind: ResourceKind,
-    Path(id): Path<String>,
+    Id(id): Id,
     headers: HeaderMap,
 ) -> ApiResult {
     state.store.delete(kind, &id, if_match(&headers)).await?;
