@@ -19,6 +19,7 @@
 #
 #   FUZZ_SECONDS=600 bash .ci/fuzz.sh          # a longer run
 #   FUZZ_TARGETS="filter patch" FUZZ_SANITIZER=address bash .ci/fuzz.sh
+#   FUZZ_ARGS="-only_ascii=1" bash .ci/fuzz.sh  # more libFuzzer flags (later ones win)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,6 +63,7 @@ run_target() {
     -dict="$(dict_for "$target")" \
     -artifact_prefix="fuzz/artifacts/$target/" \
     -print_final_stats=1 \
+    ${FUZZ_ARGS:-} \
     >"$work/$target.log" 2>&1
 }
 
@@ -70,7 +72,7 @@ failed=0
 report() {
   local target=$1 status=$2
   local execs
-  execs=$(awk -F: '/stat::number_of_executed_units/ {gsub(/ /, "", $2); print $2}' "$work/$target.log")
+  execs=$(awk '/stat::number_of_executed_units/ {print $2}' "$work/$target.log")
   if [ "$status" -eq 0 ]; then
     passed=$((passed + 1))
     echo "fuzz $target: ok, ${execs:-?} inputs in ${SECONDS_PER_TARGET} s"
@@ -79,7 +81,8 @@ report() {
     echo "fuzz $target: FAILED (exit $status); the end of its log:"
     tail -n 60 "$work/$target.log"
     grep -ho "Test unit written to [^ ]*" "$work/$target.log" | sed 's/^Test unit written to /crashing input: /' || true
-    grep -ho "Test unit written to [^ ]*" "$work/$target.log" | sed "s|^Test unit written to |replay: RUSTC_BOOTSTRAP=1 cargo fuzz run $target |" || true
+    grep -ho "Test unit written to [^ ]*" "$work/$target.log" |
+      sed "s|^Test unit written to |replay: RUSTC_BOOTSTRAP=1 cargo fuzz run ${FUZZ_FLAGS[*]} $target |" || true
   fi
 }
 
