@@ -375,6 +375,65 @@ async fn check_index_agrees_with_scan(app: &Router, target: &str) {
     );
 }
 
+/// What POST, PUT and PATCH answer with is what was stored: a GET right after returns the
+/// same representation, and the `ETag` header is its `meta.version`.
+async fn check_written_resource_reads_back(
+    app: &Router,
+    method: &Method,
+    target: &str,
+    headers: &[(HeaderName, HeaderValue)],
+    body: &[u8],
+) {
+    if ![Method::POST, Method::PUT, Method::PATCH].contains(method) {
+        return;
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let Some(rest) = path.strip_prefix(BASE) else {
+        return;
+    };
+    let endpoint = if rest.starts_with("/Users") {
+        "Users"
+    } else if rest.starts_with("/Groups") {
+        "Groups"
+    } else {
+        return;
+    };
+    // A projection cuts the answer, so it is no longer the whole resource.
+    if query.to_ascii_lowercase().contains("attributes") {
+        return;
+    }
+    let Ok(written) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    let Some(id) = written["id"].as_str() else {
+        return;
+    };
+    let etag = headers
+        .iter()
+        .find(|(k, _)| k == header::ETAG)
+        .and_then(|(_, v)| v.to_str().ok());
+    assert_eq!(
+        etag,
+        written["meta"]["version"].as_str(),
+        "{method} {target}: ETag and meta.version differ"
+    );
+    let (status, _, again) = send(
+        app,
+        authorized(Method::GET, &format!("{BASE}/{endpoint}/{id}"), Value::Null),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{method} {target}: the resource it wrote is gone"
+    );
+    let again: Value = serde_json::from_slice(&again).expect("a resource is JSON");
+    assert_eq!(
+        again, written,
+        "{method} {target}: answered one representation, stored another"
+    );
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some(parsed) = parse(data) else {
         return;
@@ -437,6 +496,10 @@ fuzz_target!(|data: &[u8]| {
         check_response(&parsed.method, &target, status, &headers, &body);
         if parsed.method == Method::GET && status == StatusCode::OK {
             check_index_agrees_with_scan(&h.app, &target).await;
+        }
+        if status.is_success() {
+            check_written_resource_reads_back(&h.app, &parsed.method, &target, &headers, &body)
+                .await;
         }
 
         if let Some((user, group)) = ids {
