@@ -66,11 +66,11 @@ async fn found(server: &TestServer, filter: &str) -> Vec<String> {
     ids
 }
 
-/// fuzz/corpus/request/regression-prefix-u10ffff-{create,filter} (run in that order): the
-/// userName index answered `sw` with the range [key, key || U+10FFFF), which leaves out
-/// names that continue with U+10FFFF and then anything, so `userName sw "pfx"` missed
-/// "pfx\u{10FFFF}x" while evaluating the filter on every row found it. The range now ends at
-/// the prefix's successor.
+/// fuzz/corpus/request/regression-prefix-u10ffff (a create, then the filter): the userName
+/// index answered `sw` with the range [key, key || U+10FFFF), which leaves out names that
+/// continue with U+10FFFF and then anything, so `userName sw "pfx"` missed "pfx\u{10FFFF}x"
+/// while evaluating the filter on every row found it. The range now ends at the prefix's
+/// successor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_name_prefix_filter_finds_names_continuing_with_the_last_code_point() {
     let server = TestServer::start().await;
@@ -99,7 +99,7 @@ async fn user_name_prefix_filter_finds_names_continuing_with_the_last_code_point
     server.stop().await;
 }
 
-/// fuzz/corpus/request/regression-datetime-username-{create,filter} (in that order): filter
+/// fuzz/corpus/request/regression-datetime-username (a create, then the filter): filter
 /// evaluation compared any two strings that parse as RFC 3339 date-times as instants, so
 /// `userName eq "2011-05-13T04:42:34.000Z"` matched the user "2011-05-13T04:42:34Z" when
 /// the whole table was scanned but not when the userName index answered: the same filter

@@ -11,7 +11,9 @@
 //! ```
 //!
 //! The first line is the method and target, then headers up to an empty line, then the body.
-//! Without an `Authorization` header the request carries the valid token. `{user}` and
+//! An input may hold up to four requests, each after a line `===`, sent in order (so one
+//! input can create a resource and then query it). Without an `Authorization` header a
+//! request carries the valid token. `{user}` and
 //! `{group}` in the target or body become the ids of a user and a group (with that user as a
 //! member) created for this input and deleted after it, so PATCH, PUT and DELETE reach real
 //! resources however earlier inputs left the database.
@@ -47,6 +49,10 @@ const BASE: &str = "/scim/v2";
 const TOKEN: &str = "fuzz-token-0123456789abcdef";
 /// Headers beyond this many are ignored: the interesting ones are few.
 const MAX_HEADERS: usize = 16;
+/// A line of its own between the requests of one input.
+const SEPARATOR: &[u8] = b"\n===\n";
+/// Requests beyond this many in one input are ignored.
+const MAX_REQUESTS: usize = 4;
 
 struct Harness {
     rt: Runtime,
@@ -434,74 +440,91 @@ async fn check_written_resource_reads_back(
     );
 }
 
-fuzz_target!(|data: &[u8]| {
-    let Some(parsed) = parse(data) else {
+/// Sends one request of an input (placeholders replaced) and checks its answer.
+async fn run_one(
+    app: &Router,
+    parsed: &Parsed<'_>,
+    ids: Option<&(String, Option<String>)>,
+    peer: SocketAddr,
+) {
+    let (target, body) = match ids {
+        Some((user, group)) => {
+            let group = group.as_deref().unwrap_or("");
+            let target = parsed
+                .target
+                .replace("{user}", user)
+                .replace("{group}", group);
+            let body = String::from_utf8_lossy(parsed.body)
+                .replace("{user}", user)
+                .replace("{group}", group)
+                .into_bytes();
+            (target, body)
+        }
+        None => (parsed.target.to_string(), parsed.body.to_vec()),
+    };
+    let Ok(uri) = target.parse::<Uri>() else {
         return;
     };
+    // Only origin-form targets reach a server's router.
+    if uri.scheme().is_some() || !target.starts_with('/') {
+        return;
+    }
+    let mut builder = Request::builder().method(parsed.method.clone()).uri(uri);
+    let mut has_auth = false;
+    for (name, value) in &parsed.headers {
+        has_auth |= *name == header::AUTHORIZATION;
+        builder = builder.header(name, value);
+    }
+    if !has_auth {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+    }
+    let Ok(mut request) = builder.body(Body::from(body)) else {
+        return;
+    };
+    request.extensions_mut().insert(ConnectInfo(peer));
+    let (status, headers, body) = send(app, request).await;
+    // For checking what seeds reach: `SCIM_FUZZ_DEBUG=1 …/request corpus/request/*`.
+    if std::env::var_os("SCIM_FUZZ_DEBUG").is_some() {
+        eprintln!(
+            "{} {target} -> {status} {}",
+            parsed.method,
+            String::from_utf8_lossy(&body)
+        );
+    }
+    check_response(&parsed.method, &target, status, &headers, &body);
+    if parsed.method == Method::GET && status == StatusCode::OK {
+        check_index_agrees_with_scan(app, &target).await;
+    }
+    if status.is_success() {
+        check_written_resource_reads_back(app, &parsed.method, &target, &headers, &body).await;
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let requests: Vec<Parsed<'_>> = split(data, SEPARATOR)
+        .take(MAX_REQUESTS)
+        .filter_map(parse)
+        .collect();
+    if requests.is_empty() {
+        return;
+    }
+    let mentions = |needle: &str| {
+        requests
+            .iter()
+            .any(|r| r.target.contains(needle) || contains(r.body, needle.as_bytes()))
+    };
+    let (wants_user, wants_group) = (mentions("{user}"), mentions("{group}"));
     let h = harness();
     h.rt.block_on(async {
-        let wants_user = parsed.target.contains("{user}") || contains(parsed.body, b"{user}");
-        let wants_group = parsed.target.contains("{group}") || contains(parsed.body, b"{group}");
         let ids = if wants_user || wants_group {
             Some(fixtures(&h.app, wants_group).await)
         } else {
             None
         };
-        let (target, body) = match &ids {
-            Some((user, group)) => {
-                let group = group.as_deref().unwrap_or("");
-                let target = parsed
-                    .target
-                    .replace("{user}", user)
-                    .replace("{group}", group);
-                let body = String::from_utf8_lossy(parsed.body)
-                    .replace("{user}", user)
-                    .replace("{group}", group)
-                    .into_bytes();
-                (target, body)
-            }
-            None => (parsed.target.to_string(), parsed.body.to_vec()),
-        };
-        let Ok(uri) = target.parse::<Uri>() else {
-            return;
-        };
-        // Only origin-form targets reach a server's router.
-        if uri.scheme().is_some() || !target.starts_with('/') {
-            return;
+        let peer = client_addr(data);
+        for parsed in &requests {
+            run_one(&h.app, parsed, ids.as_ref(), peer).await;
         }
-        let mut builder = Request::builder().method(parsed.method.clone()).uri(uri);
-        let mut has_auth = false;
-        for (name, value) in &parsed.headers {
-            has_auth |= *name == header::AUTHORIZATION;
-            builder = builder.header(name, value);
-        }
-        if !has_auth {
-            builder = builder.header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
-        }
-        let Ok(mut request) = builder.body(Body::from(body)) else {
-            return;
-        };
-        request
-            .extensions_mut()
-            .insert(ConnectInfo(client_addr(data)));
-        let (status, headers, body) = send(&h.app, request).await;
-        // For checking what seeds reach: `SCIM_FUZZ_DEBUG=1 …/request corpus/request/*`.
-        if std::env::var_os("SCIM_FUZZ_DEBUG").is_some() {
-            eprintln!(
-                "{} {target} -> {status} {}",
-                parsed.method,
-                String::from_utf8_lossy(&body)
-            );
-        }
-        check_response(&parsed.method, &target, status, &headers, &body);
-        if parsed.method == Method::GET && status == StatusCode::OK {
-            check_index_agrees_with_scan(&h.app, &target).await;
-        }
-        if status.is_success() {
-            check_written_resource_reads_back(&h.app, &parsed.method, &target, &headers, &body)
-                .await;
-        }
-
         if let Some((user, group)) = ids {
             if let Some(group) = group {
                 let _ = send(
@@ -522,6 +545,27 @@ fuzz_target!(|data: &[u8]| {
         }
     });
 });
+
+/// `data` cut at every `separator`.
+fn split<'a>(data: &'a [u8], separator: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match current
+            .windows(separator.len())
+            .position(|w| w == separator)
+        {
+            Some(i) => {
+                rest = Some(&current[i + separator.len()..]);
+                Some(&current[..i])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
+}
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
