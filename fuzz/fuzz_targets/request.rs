@@ -61,9 +61,13 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
-/// Where the database goes: shared memory when there is some, so SQLite's fsyncs are free
-/// and the fuzzer runs at the speed of the code rather than of the disk.
+/// Where the database goes: `SCIM_FUZZ_SCRATCH` if set (.ci/fuzz.sh points it at a folder
+/// it removes afterwards), else shared memory when there is some, so SQLite's fsyncs are
+/// free and the fuzzer runs at the speed of the code rather than of the disk.
 fn scratch_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SCIM_FUZZ_SCRATCH") {
+        return PathBuf::from(dir);
+    }
     let shm = PathBuf::from("/dev/shm");
     if shm.is_dir() {
         shm
