@@ -402,3 +402,53 @@ async fn json_nested_deeper_than_the_limit_is_refused_before_parsing() {
     assert_eq!(r.status(), StatusCode::CREATED);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_beyond_the_configured_depth_or_terms_are_refused() {
+    let s = TestServer::start_with("[scim]\nmax_filter_depth = 2\nmax_filter_terms = 3\n").await;
+    let srv = &s;
+    let list = |filter: &str| {
+        let path = format!("/Users?filter={}", common::q(filter));
+        async move { srv.get(&path).await }
+    };
+    let r = list(r#"userName eq "a" or userName eq "b" or userName eq "c""#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r =
+        list(r#"userName eq "a" or userName eq "b" or userName eq "c" or userName eq "d""#).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_scim_error(&r.body, "400", Some("invalidFilter"));
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("more than 3")),
+        "{}",
+        r.body
+    );
+
+    let r = list(r#"not (not (userName eq "a"))"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = list(r#"not (not (not (userName eq "a")))"#).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_scim_error(&r.body, "400", Some("invalidFilter"));
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("deeper than 2")),
+        "{}",
+        r.body
+    );
+
+    // /.search takes the same limits.
+    let r = s
+        .post(
+            "/.search",
+            json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                "filter": r#"not (not (not (userName eq "a")))"#,
+            }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_scim_error(&r.body, "400", Some("invalidFilter"));
+    s.stop().await;
+}

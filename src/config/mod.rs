@@ -171,6 +171,11 @@ pub struct ScimConfig {
     pub max_patch_operations: usize,
     /// Longest filter string accepted, in bytes.
     pub max_filter_length: usize,
+    /// Deepest nesting of parentheses, `not (…)` and value filters in a request's filter
+    /// (at most `scim::filter::MAX_DEPTH`).
+    pub max_filter_depth: usize,
+    /// Most attribute expressions in a request's filter (at most `scim::filter::MAX_TERMS`).
+    pub max_filter_terms: usize,
     /// Most group member values one POST/PUT of a group or one PATCH may carry.
     pub max_members_per_request: usize,
 }
@@ -181,6 +186,8 @@ impl Default for ScimConfig {
             max_results: 1000,
             max_patch_operations: 1000,
             max_filter_length: 4096,
+            max_filter_depth: crate::scim::filter::MAX_DEPTH,
+            max_filter_terms: crate::scim::filter::MAX_TERMS,
             max_members_per_request: 10_000,
         }
     }
@@ -308,6 +315,22 @@ impl Config {
         }
         if self.scim.max_members_per_request == 0 {
             return Err(bad("scim.max_members_per_request", "must be at least 1"));
+        }
+        let (max_depth, max_terms) = (
+            crate::scim::filter::MAX_DEPTH,
+            crate::scim::filter::MAX_TERMS,
+        );
+        if self.scim.max_filter_depth == 0 || self.scim.max_filter_depth > max_depth {
+            return Err(bad(
+                "scim.max_filter_depth",
+                &format!("must be between 1 and {max_depth}"),
+            ));
+        }
+        if self.scim.max_filter_terms == 0 || self.scim.max_filter_terms > max_terms {
+            return Err(bad(
+                "scim.max_filter_terms",
+                &format!("must be between 1 and {max_terms}"),
+            ));
         }
         if self.scim.max_filter_length < 64 {
             return Err(bad("scim.max_filter_length", "must be at least 64"));

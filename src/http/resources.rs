@@ -11,7 +11,7 @@ use super::body::read_json;
 use super::error::{ApiError, SCIM_CONTENT_TYPE};
 use super::limits::{members_in_patch, members_in_resource};
 use super::AppState;
-use crate::scim::filter::{parse_filter, parse_path};
+use crate::scim::filter::{parse_filter_within, parse_path};
 use crate::scim::patch::parse_patch_request;
 use crate::scim::projection::Projection;
 use crate::scim::resource::Record;
@@ -218,7 +218,10 @@ async fn run_list(state: &AppState, kinds: &[ResourceKind], p: ListParams) -> Ap
             ))
             .into())
         }
-        Some(f) => Some(parse_filter(f).map_err(ScimError::from)?),
+        Some(f) => Some(
+            parse_filter_within(f, limits.max_filter_depth, limits.max_filter_terms)
+                .map_err(ScimError::from)?,
+        ),
         None => None,
     };
     // RFC 7644 §3.4.2.4: startIndex below 1 means 1; a negative count means 0.

@@ -160,7 +160,20 @@ pub fn is_core_schema(urn: &str) -> bool {
 /// Parses a `filter` query parameter (RFC 7644 §3.4.2.2). Keywords and operators are
 /// case-insensitive, precedence is `not` > `and` > `or`, both left-associative.
 pub fn parse_filter(input: &str) -> Result<Filter, FilterError> {
+    parse_filter_within(input, MAX_DEPTH, MAX_TERMS)
+}
+
+/// [`parse_filter`] with tighter bounds (`scim.max_filter_depth`, `scim.max_filter_terms`)
+/// for filters from requests. Bounds above [`MAX_DEPTH`] and [`MAX_TERMS`] are clamped to
+/// them: those are what keeps evaluation within the stack.
+pub fn parse_filter_within(
+    input: &str,
+    max_depth: usize,
+    max_terms: usize,
+) -> Result<Filter, FilterError> {
     let mut p = Parser::new(input);
+    p.max_depth = max_depth.min(MAX_DEPTH);
+    p.max_terms = max_terms.min(MAX_TERMS);
     p.skip_ws();
     if p.at_end() {
         return Err(p.error("empty filter"));
@@ -304,6 +317,8 @@ struct Parser<'a> {
     pos: usize,
     depth: usize,
     terms: usize,
+    max_depth: usize,
+    max_terms: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -314,6 +329,8 @@ impl<'a> Parser<'a> {
             pos: 0,
             depth: 0,
             terms: 0,
+            max_depth: MAX_DEPTH,
+            max_terms: MAX_TERMS,
         }
     }
 
@@ -404,8 +421,9 @@ impl<'a> Parser<'a> {
 
     fn enter(&mut self) -> Result<(), FilterError> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return Err(self.error(format!("nesting deeper than {MAX_DEPTH} levels")));
+        if self.depth > self.max_depth {
+            let max = self.max_depth;
+            return Err(self.error(format!("nesting deeper than {max} levels")));
         }
         Ok(())
     }
@@ -416,8 +434,9 @@ impl<'a> Parser<'a> {
 
     fn count_term(&mut self, at: usize) -> Result<(), FilterError> {
         self.terms += 1;
-        if self.terms > MAX_TERMS {
-            return Err(self.error_at(at, format!("more than {MAX_TERMS} attribute expressions")));
+        if self.terms > self.max_terms {
+            let max = self.max_terms;
+            return Err(self.error_at(at, format!("more than {max} attribute expressions")));
         }
         Ok(())
     }
