@@ -3,32 +3,18 @@
 
 mod common;
 
+use common::{free_port, KillOnDrop};
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> Command {
     common::relay_bin()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(config: &Path, port: u16) -> Served {
+fn serve(config: &Path, port: u16) -> KillOnDrop {
     let mut child = bin()
         .arg("--config")
         .arg(config)
@@ -48,7 +34,7 @@ fn serve(config: &Path, port: u16) -> Served {
     });
     rx.recv_timeout(Duration::from_secs(20))
         .expect("server reports that it listens");
-    Served(child)
+    KillOnDrop(child)
 }
 
 fn get_users(port: u16, token: &str) -> u16 {

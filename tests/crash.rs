@@ -5,8 +5,10 @@
 
 mod common;
 
+use common::{free_port, KillOnDrop};
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,24 +19,8 @@ use serde_json::json;
 
 const CONCURRENCY: usize = 4;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(config: &std::path::Path, port: u16) -> Server {
-    Server(
+fn serve(config: &std::path::Path, port: u16) -> KillOnDrop {
+    KillOnDrop(
         common::relay_bin()
             .arg("--config")
             .arg(config)

@@ -4,8 +4,10 @@
 
 mod common;
 
+use common::{free_port, KillOnDrop};
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,15 +15,6 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A self-signed certificate for 127.0.0.1 and localhost: (PEM cert, PEM key, DER cert).
 fn certificate(name: &str) -> (String, String, CertificateDer<'static>) {
@@ -42,13 +35,6 @@ fn certificate(name: &str) -> (String, String, CertificateDer<'static>) {
         .collect();
     common::logs::record_secret(&format!("tls-key-{name}"), &body);
     (cert.pem(), key.serialize_pem(), cert.der().clone())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
@@ -73,9 +59,9 @@ fn install(dir: &Path, cert: &str, key: &str) {
     std::fs::write(tls.join("key.pem"), key).expect("key");
 }
 
-fn serve(config: &Path, stderr: &Path) -> Server {
+fn serve(config: &Path, stderr: &Path) -> KillOnDrop {
     let log = std::fs::File::create(stderr).expect("log file");
-    Server(
+    KillOnDrop(
         common::relay_bin()
             .arg("--config")
             .arg(config)
@@ -155,7 +141,7 @@ async fn wait_for_tls(tls: &tokio_rustls::TlsConnector, port: u16) {
     }
 }
 
-fn sighup(server: &Server) {
+fn sighup(server: &KillOnDrop) {
     let status = Command::new("kill")
         .args(["-HUP", &server.0.id().to_string()])
         .status()

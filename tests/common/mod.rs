@@ -193,6 +193,25 @@ impl TestServer {
     }
 }
 
+/// A spawned process that is killed and reaped when dropped, so a failing test leaves no
+/// server behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port that is free right now, for a spawned server to bind.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 /// Percent-encodes a filter for a query string.
 pub fn q(filter: &str) -> String {
     let mut out = String::new();
